@@ -1,0 +1,333 @@
+"""Weights in every public MViTv2 format, detected automatically and loaded with a report.
+
+One converter per foreign format maps its keys onto this project's names, which are the official ones
+(``blocks.{i}.attn.qkv`` ...):
+
+====================  ==========================================================================
+format                how it is recognised
+====================  ==========================================================================
+``official``          official MViTv2 / PySlowFast ``.pyth``: ``{"model_state": ...}`` (or bare)
+``mvit``              this project: ``{"format": "mvit-weights" | "mvit-train-state", "model": ...}``
+``mmpretrain``        mmpretrain / mmclassification: ``backbone.`` / ``head.`` prefixes
+``timm``              timm ``mvitv2_*``: ``stages.{s}.blocks.{j}.*``
+``torchvision``       torchvision ``mvit_v2_s``: ``conv_proj.*``, ``pos_encoding.class_token``
+``detectron2``        detectron2 MViTv2 (``backbone.bottom_up.*``): backbone part only
+====================  ==========================================================================
+
+Loading is strict by default: a missing, unexpected or mis-shaped key raises :class:`CheckpointError`
+naming the keys. ``strict=False`` is the fine-tuning mode: rel-pos tables and position embeddings are
+resized, 2-D kernels are inflated over time (image -> video), and keys that still do not fit are left
+at their initial values and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from iopath.common.file_io import g_pathmgr as PathManager
+from torch import nn
+
+from .state import CheckpointError, atomic_save
+
+__all__ = [
+    "LoadReport",
+    "convert_state_dict",
+    "detect_format",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_weights",
+]
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FORMAT = "mvit-weights"
+StateDict = Dict[str, torch.Tensor]
+
+
+@dataclass
+class LoadReport:
+    """What a load did: which keys were used, resized, left new or dropped."""
+
+    path: str
+    format: str
+    loaded: List[str] = field(default_factory=list)
+    resized: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    mismatched: List[Tuple[str, tuple, tuple]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self) -> str:
+        lines = [f"{self.path}: {self.format} format, {len(self.loaded)} tensors loaded"]
+        if self.resized:
+            lines.append(f"  resized ({len(self.resized)}): {_head(self.resized)}")
+        if self.missing:
+            lines.append(f"  left at initial values ({len(self.missing)}): {_head(self.missing)}")
+        if self.unexpected:
+            lines.append(f"  not used ({len(self.unexpected)}): {_head(self.unexpected)}")
+        if self.mismatched:
+            shown = [f"{k} {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched[:5]]
+            lines.append(f"  shape mismatch ({len(self.mismatched)}): {'; '.join(shown)}")
+        return "\n".join(lines)
+
+
+def _head(keys: List[str], n: int = 6) -> str:
+    return ", ".join(keys[:n]) + (f", ... (+{len(keys) - n})" if len(keys) > n else "")
+
+
+# --------------------------------------------------------------------------- reading
+def read_checkpoint(path: str) -> dict:
+    """Read a checkpoint file into a dict, with a one-line error naming the file when it cannot be read."""
+    if not PathManager.exists(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with PathManager.open(path, "rb") as f:
+            try:
+                obj = torch.load(f, map_location="cpu", weights_only=True)
+            except Exception as err:  # noqa: BLE001 - retried below only for pickles that weights_only rejects
+                if "weights_only" not in str(err) and "Unsupported global" not in str(err):
+                    raise
+                # Official .pyth files pickle a few non-tensor objects (e.g. numpy scalars); trusted load.
+                f.seek(0)
+                obj = torch.load(f, map_location="cpu", weights_only=False)
+    except CheckpointError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure to unpickle means a bad file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or not a PyTorch file?): {reason}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
+    return obj
+
+
+def _unwrap(obj: dict) -> Tuple[StateDict, Optional[str]]:
+    """Find the state dict inside a checkpoint container; also return a format hint from the container."""
+    fmt = obj.get("format") if isinstance(obj.get("format"), str) else None
+    if fmt in (WEIGHTS_FORMAT, "mvit-train-state"):
+        return obj["model"], "mvit"
+    for key in ("model_state", "state_dict", "model", "module"):
+        if key in obj and isinstance(obj[key], dict):
+            return obj[key], None
+    return obj, None
+
+
+def detect_format(state: StateDict, hint: Optional[str] = None) -> str:
+    """Name of the format of a state dict (see the module docstring)."""
+    if hint:
+        return hint
+    keys = list(state)
+    if any(k.startswith("backbone.bottom_up.") for k in keys):
+        return "detectron2"
+    if any(k.startswith("backbone.") for k in keys):
+        return "mmpretrain"
+    if any(k.startswith("stages.") for k in keys):
+        return "timm"
+    if "conv_proj.weight" in state or any(k.startswith("pos_encoding.") for k in keys):
+        return "torchvision"
+    if any(k.startswith("blocks.") for k in keys) or "patch_embed.proj.weight" in state:
+        return "official"
+    raise CheckpointError(f"unknown checkpoint format: no MViT keys among {_head(sorted(keys), 4)}")
+
+
+# --------------------------------------------------------------------------- converters
+def _from_timm(state: StateDict, model: Optional[nn.Module]) -> StateDict:
+    stage_blocks: Dict[int, int] = {}
+    for k in state:
+        m = re.match(r"stages\.(\d+)\.blocks\.(\d+)\.", k)
+        if m:
+            s, b = int(m.group(1)), int(m.group(2))
+            stage_blocks[s] = max(stage_blocks.get(s, 0), b + 1)
+    offsets, total = {}, 0
+    for s in sorted(stage_blocks):
+        offsets[s] = total
+        total += stage_blocks[s]
+    out = {}
+    for k, v in state.items():
+        m = re.match(r"stages\.(\d+)\.blocks\.(\d+)\.(.*)", k)
+        if m:
+            rest = re.sub(r"^shortcut_proj_(attn|mlp)\.", "proj.", m.group(3))
+            k = f"blocks.{offsets[int(m.group(1))] + int(m.group(2))}.{rest}"
+        k = k.replace("head.fc.", "head.projection.")
+        out[k] = v
+    if model is not None and getattr(model, "cls_embed_on", False) and not model.cfg.residual_pooling_cls:
+        logger.warning(
+            "timm class-token weights were trained with residual pooling on the class token too; "
+            "build the model with residual_pooling_cls=True to reproduce timm's outputs"
+        )
+    return out
+
+
+def _from_torchvision(state: StateDict, model: Optional[nn.Module]) -> StateDict:
+    renames = [
+        (r"^conv_proj\.", "patch_embed.proj."),
+        (r"^pos_encoding\.class_token$", "cls_token"),
+        (r"\.attn\.project\.0\.", ".attn.proj."),
+        (r"\.attn\.pool_([qkv])\.pool\.", r".attn.pool_\1."),
+        (r"\.attn\.pool_([qkv])\.norm_act\.0\.", r".attn.norm_\1."),
+        (r"\.mlp\.0\.", ".mlp.fc1."),
+        (r"\.mlp\.3\.", ".mlp.fc2."),
+        (r"^(blocks\.\d+)\.project\.", r"\1.proj."),
+        (r"^head\.1\.", "head.projection."),
+    ]
+    out = {}
+    for k, v in state.items():
+        for pattern, repl in renames:
+            k = re.sub(pattern, repl, k)
+        if k == "cls_token" and v.ndim == 1:
+            v = v.reshape(1, 1, -1)
+        out[k] = v
+    return out
+
+
+def _from_mmpretrain(state: StateDict, model: Optional[nn.Module]) -> StateDict:
+    norms = sorted(int(m.group(1)) for k in state if (m := re.match(r"backbone\.norm(\d+)\.", k)))
+    last_norm = f"backbone.norm{norms[-1]}." if norms else None
+    out = {}
+    for k, v in state.items():
+        if last_norm and k.startswith(last_norm):
+            k = "norm." + k[len(last_norm) :]
+        k = k.replace("backbone.patch_embed.projection.", "patch_embed.proj.")
+        k = re.sub(r"^backbone\.", "", k)
+        k = k.replace("head.fc.", "head.projection.")
+        out[k] = v
+    return out
+
+
+def _from_detectron2(state: StateDict, model: Optional[nn.Module]) -> StateDict:
+    prefix = "backbone.bottom_up."
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+_CONVERTERS = {
+    "official": lambda s, m: dict(s),
+    "mvit": lambda s, m: dict(s),
+    "timm": _from_timm,
+    "torchvision": _from_torchvision,
+    "mmpretrain": _from_mmpretrain,
+    "detectron2": _from_detectron2,
+}
+
+
+def convert_state_dict(state: StateDict, fmt: str, model: Optional[nn.Module] = None) -> StateDict:
+    """Rename the keys of a state dict of format ``fmt`` to this project's (official) names."""
+    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+    return _CONVERTERS[fmt](state, model)
+
+
+# --------------------------------------------------------------------------- fitting shapes
+def _fit_lossless(name: str, value: torch.Tensor, target: torch.Tensor) -> Optional[torch.Tensor]:
+    """Exact reshapes: squeeze a singleton time axis of a conv kernel (official image checkpoints may store
+    Conv3d kernels with T=1) or a flat class token."""
+    if value.numel() == target.numel() and value.ndim == target.ndim + 1 and value.ndim == 5 and value.shape[2] == 1:
+        return value.squeeze(2)
+    if name == "cls_token" and value.numel() == target.numel():
+        return value.reshape(target.shape)
+    return None
+
+
+def _fit_resize(name: str, value: torch.Tensor, target: torch.Tensor, model: nn.Module) -> Optional[torch.Tensor]:
+    """Fine-tuning resizes: rel-pos tables, 2-D -> 3-D kernel inflation, position embeddings."""
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf in ("rel_pos_h", "rel_pos_w", "rel_pos_t") and value.ndim == 2 and value.shape[1] == target.shape[1]:
+        return F.interpolate(value.t().unsqueeze(0), size=target.shape[0], mode="linear").squeeze(0).t()
+    if (
+        value.ndim == 4
+        and target.ndim == 5
+        and value.shape[:2] == target.shape[:2]
+        and value.shape[2:] == target.shape[3:]
+    ):
+        # Inflate an image kernel over time, keeping the response to a static clip (PySlowFast's rule).
+        t = target.shape[2]
+        return value.unsqueeze(2).repeat(1, 1, t, 1, 1) / t
+    if leaf == "pos_embed" and value.ndim == 3 and value.shape[-1] == target.shape[-1]:
+        extra = int(getattr(model, "cls_embed_on", False))
+        old_n, new_n = value.shape[1] - extra, target.shape[1] - extra
+        old_side, new_grid = math.isqrt(old_n), getattr(model, "patch_grid", None)
+        if (
+            old_side * old_side == old_n
+            and new_grid is not None
+            and len(new_grid) == 2
+            and math.prod(new_grid) == new_n
+        ):
+            grid = value[:, extra:].reshape(1, old_side, old_side, -1).permute(0, 3, 1, 2)
+            grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic", align_corners=False)
+            return torch.cat((value[:, :extra], grid.permute(0, 2, 3, 1).reshape(1, new_n, -1)), dim=1)
+    return None
+
+
+def load_checkpoint(model: nn.Module, path: str, strict: bool = True, log: bool = True) -> LoadReport:
+    """Load weights of any supported format into ``model``.
+
+    Args:
+        model: an :class:`mvit.models.MViT` (or a module with the same parameter names).
+        path: checkpoint path (any iopath path).
+        strict: raise :class:`CheckpointError` on any missing, unexpected or mis-shaped key. With ``False``,
+            resize what can be resized (rel-pos tables, position embeddings, image -> video kernels) and leave
+            the rest (e.g. a head of another number of classes) at its initial values.
+        log: log the report at INFO (WARNING when keys were left out).
+
+    Returns:
+        A :class:`LoadReport` listing loaded, resized, missing, unexpected and mismatched keys.
+    """
+    obj = read_checkpoint(path)
+    raw, hint = _unwrap(obj)
+    fmt = detect_format(raw, hint)
+    state = convert_state_dict(raw, fmt, model)
+    target = model.state_dict()
+    report = LoadReport(path=str(path), format=fmt)
+    to_load: StateDict = {}
+    for name, value in state.items():
+        if name not in target:
+            report.unexpected.append(name)
+            continue
+        want = target[name]
+        if value.shape != want.shape:
+            fitted = _fit_lossless(name, value, want)
+            if fitted is None and not strict:
+                fitted = _fit_resize(name, value, want, model)
+                if fitted is not None:
+                    report.resized.append(f"{name} {tuple(value.shape)}->{tuple(want.shape)}")
+            if fitted is None:
+                report.mismatched.append((name, tuple(value.shape), tuple(want.shape)))
+                continue
+            value = fitted
+        to_load[name] = value.to(dtype=want.dtype)
+        report.loaded.append(name)
+    report.missing = [k for k in target if k not in to_load]
+    if strict and not report.ok:
+        problems = []
+        if report.mismatched:
+            k, a, b = report.mismatched[0]
+            problems.append(f"{len(report.mismatched)} mis-shaped (first: {k} {a} vs model {b})")
+        if report.missing:
+            problems.append(f"{len(report.missing)} missing (first: {_head(report.missing, 3)})")
+        if report.unexpected:
+            problems.append(f"{len(report.unexpected)} unexpected (first: {_head(report.unexpected, 3)})")
+        raise CheckpointError(
+            f"{path} ({fmt} format) does not match the model: {'; '.join(problems)}. "
+            "Is it another architecture? Use strict=False to load what fits."
+        )
+    model.load_state_dict(to_load, strict=False)
+    if log:
+        (logger.warning if not report.ok else logger.info)(report.summary())
+    return report
+
+
+def save_weights(model: nn.Module, path: str, extra: Optional[dict] = None) -> None:
+    """Write this project's weights format (atomically): the state dict plus the model config."""
+    obj = {"format": WEIGHTS_FORMAT, "model": model.state_dict()}
+    cfg = getattr(model, "cfg", None)
+    if cfg is not None:
+        obj["model_config"] = asdict(cfg)
+    obj.update(extra or {})
+    atomic_save(obj, os.fspath(path))

@@ -1,0 +1,55 @@
+"""Experiment configs: core defaults, project extensions, yaml files with ``_BASE_``, overrides."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable, Optional, Sequence
+
+from fvcore.common.config import CfgNode
+
+from .defaults import get_cfg
+
+__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the file and key."""
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().strip("'\"").splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def load_config(
+    cfg_file: Optional[str] = None,
+    opts: Optional[Sequence[str]] = None,
+    extensions: Iterable[Callable[[CfgNode], None]] = (),
+    freeze: bool = True,
+) -> CfgNode:
+    """Build an experiment config: defaults, then each project ``extension``, then the yaml file
+    (its ``_BASE_`` chain first), then ``KEY VALUE`` overrides.
+
+    Raises:
+        ConfigError: missing file, unknown key or malformed value, naming the file or key.
+    """
+    cfg = get_cfg()
+    for extend in extensions:
+        extend(cfg)
+    if cfg_file:
+        if not os.path.isfile(cfg_file):
+            raise ConfigError(f"config file not found: {cfg_file}")
+        try:
+            cfg.merge_from_file(cfg_file)
+        except (KeyError, ValueError, AssertionError, TypeError) as err:
+            raise ConfigError(f"{cfg_file}: {_first_line(err)}") from None
+    if opts:
+        opts = list(opts)
+        if len(opts) % 2:
+            raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd list: {opts}")
+        try:
+            cfg.merge_from_list(opts)
+        except (KeyError, ValueError, AssertionError, TypeError) as err:
+            raise ConfigError(f"command-line override: {_first_line(err)}") from None
+    if freeze:
+        cfg.freeze()
+    return cfg

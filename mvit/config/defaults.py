@@ -1,0 +1,185 @@
+"""Default experiment config of the core (fvcore ``CfgNode``, the yacs dialect PySlowFast uses).
+
+Only keys the core library itself reads live here: the model (``MVIT.*``, ``MODEL.*``), the shared
+training engine (``TRAIN.*``, ``SOLVER.*``, ``TEST.*``, ``AUG.*``, ``MIXUP.*``, ``DATA_LOADER.*``) and the
+launcher. A project adds its own keys with an ``add_*_config(cfg)`` function (detectron2's pattern).
+"""
+
+from fvcore.common.config import CfgNode
+
+_C = CfgNode()
+
+# ---------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------
+_C.MODEL = CfgNode()
+# Number of output classes of the classification head (0: no head, features only).
+_C.MODEL.NUM_CLASSES = 1000
+# Dropout before the final projection of the head.
+_C.MODEL.DROPOUT_RATE = 0.0
+# Loss: "soft_cross_entropy" (mixup / label smoothing targets) or "cross_entropy".
+_C.MODEL.LOSS_FUNC = "soft_cross_entropy"
+# Activation checkpointing of every block (trades compute for memory).
+_C.MODEL.ACT_CHECKPOINT = False
+
+# ---------------------------------------------------------------------------
+# MViT architecture (key names as in the official MViTv2 / PySlowFast configs)
+# ---------------------------------------------------------------------------
+_C.MVIT = CfgNode()
+# Pooling operator of q/k/v: "conv" (depthwise conv + LayerNorm), "max" or "avg".
+_C.MVIT.MODE = "conv"
+# Pool before the q/k/v projections (MViTv1 option).
+_C.MVIT.POOL_FIRST = False
+# Prepend a class token; the head then reads it instead of mean-pooling the patch tokens.
+_C.MVIT.CLS_EMBED_ON = False
+# Patch embedding: 2 entries for images, 3 (T, H, W) for video.
+_C.MVIT.PATCH_KERNEL = [7, 7]
+_C.MVIT.PATCH_STRIDE = [4, 4]
+_C.MVIT.PATCH_PADDING = [3, 3]
+_C.MVIT.EMBED_DIM = 96
+_C.MVIT.NUM_HEADS = 1
+_C.MVIT.MLP_RATIO = 4.0
+_C.MVIT.QKV_BIAS = True
+# Stochastic depth, linearly increasing from 0 to this rate over the blocks.
+_C.MVIT.DROPPATH_RATE = 0.1
+_C.MVIT.DEPTH = 16
+# [[block_index, multiplier], ...]: channel / head multiplication at a block.
+_C.MVIT.DIM_MUL = []
+_C.MVIT.HEAD_MUL = []
+# [[block_index, s_0, s_1(, s_2)], ...]: explicit kv pooling strides per block.
+_C.MVIT.POOL_KV_STRIDE = []
+# Initial kv stride; divided by the q stride of each block that pools q (this overrides
+# POOL_KV_STRIDE when set, as in the official code).
+_C.MVIT.POOL_KV_STRIDE_ADAPTIVE = []
+# [[block_index, s_0, s_1(, s_2)], ...]: q pooling strides per block.
+_C.MVIT.POOL_Q_STRIDE = []
+_C.MVIT.POOL_KVQ_KERNEL = [3, 3]
+# Also exclude position embeddings and the class token from weight decay.
+_C.MVIT.ZERO_DECAY_POS_CLS = True
+# Absolute position embedding (added after the patch embedding).
+_C.MVIT.USE_ABS_POS = False
+# Video only: separable space / time absolute position embedding.
+_C.MVIT.SEP_POS_EMBED = False
+# Decomposed relative position embeddings.
+_C.MVIT.REL_POS_SPATIAL = True
+_C.MVIT.REL_POS_TEMPORAL = False
+_C.MVIT.REL_POS_ZERO_INIT = False
+# Residual pooling connection (pooled q added to the attention output).
+_C.MVIT.RESIDUAL_POOLING = True
+# Residual pooling also adds to the class token (legacy official code / timm *_cls weights).
+_C.MVIT.RESIDUAL_POOLING_CLS = False
+# Expand channels in the attention (True) or in the MLP (False; used by L and H).
+_C.MVIT.DIM_MUL_IN_ATT = True
+# Attention kernel: "auto" (fused where supported), "sdpa" or "explicit".
+_C.MVIT.ATTN_IMPL = "auto"
+
+# ---------------------------------------------------------------------------
+# Data (common to images and video; the video project adds its own keys)
+# ---------------------------------------------------------------------------
+_C.DATA = CfgNode()
+_C.DATA.PATH_TO_DATA_DIR = ""
+_C.DATA.MEAN = [0.485, 0.456, 0.406]
+_C.DATA.STD = [0.229, 0.224, 0.225]
+_C.DATA.TRAIN_CROP_SIZE = 224
+_C.DATA.TEST_CROP_SIZE = 224
+# Test resize = crop / VAL_CROP_RATIO (224 / 0.875 = 256).
+_C.DATA.VAL_CROP_RATIO = 0.875
+# Frames per clip seen by the model; 1 means images (N, 3, H, W).
+_C.DATA.NUM_FRAMES = 1
+_C.DATA.IN_CHANS = 3
+
+# ---------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------
+_C.TRAIN = CfgNode()
+_C.TRAIN.ENABLE = True
+_C.TRAIN.DATASET = "imagenet"
+# Global mini-batch size (split over all processes).
+_C.TRAIN.BATCH_SIZE = 256
+_C.TRAIN.EVAL_PERIOD = 10
+_C.TRAIN.CHECKPOINT_PERIOD = 10
+_C.TRAIN.AUTO_RESUME = True
+# Weights to start from (any format the checkpoint module reads).
+_C.TRAIN.CHECKPOINT_FILE_PATH = ""
+# Precision: "fp32", "bf16" or "fp16" (fp16 uses a GradScaler; GPU only).
+_C.TRAIN.MIXED_PRECISION = "fp32"
+
+# ---------------------------------------------------------------------------
+# Augmentation and mixup (timm implementations)
+# ---------------------------------------------------------------------------
+_C.AUG = CfgNode()
+_C.AUG.ENABLE = True
+# Repeated augmentation: each sample appears this many times per batch.
+_C.AUG.NUM_SAMPLE = 1
+_C.AUG.COLOR_JITTER = 0.4
+_C.AUG.AA_TYPE = "rand-m9-n6-mstd0.5-inc1"
+_C.AUG.INTERPOLATION = "bicubic"
+_C.AUG.RE_PROB = 0.25
+_C.AUG.RE_MODE = "pixel"
+_C.AUG.RE_COUNT = 1
+_C.AUG.RE_SPLIT = False
+
+_C.MIXUP = CfgNode()
+_C.MIXUP.ENABLE = True
+_C.MIXUP.ALPHA = 0.8
+_C.MIXUP.CUTMIX_ALPHA = 1.0
+_C.MIXUP.PROB = 1.0
+_C.MIXUP.SWITCH_PROB = 0.5
+_C.MIXUP.LABEL_SMOOTH_VALUE = 0.1
+
+# ---------------------------------------------------------------------------
+# Optimizer and schedule
+# ---------------------------------------------------------------------------
+_C.SOLVER = CfgNode()
+# Learning rate per 256 samples of global batch (scaled linearly by the real batch).
+_C.SOLVER.BASE_LR = 2.5e-4
+_C.SOLVER.BASE_LR_SCALE_NUM_SHARDS = False
+_C.SOLVER.LR_POLICY = "cosine"
+_C.SOLVER.COSINE_END_LR = 1e-6
+_C.SOLVER.COSINE_AFTER_WARMUP = True
+_C.SOLVER.WARMUP_EPOCHS = 70.0
+_C.SOLVER.WARMUP_START_LR = 1e-8
+_C.SOLVER.MAX_EPOCH = 300
+_C.SOLVER.OPTIMIZING_METHOD = "adamw"
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.ADAMW_EPS = 1e-8
+_C.SOLVER.WEIGHT_DECAY = 0.05
+# No weight decay on 1-D parameters (biases, norms).
+_C.SOLVER.ZERO_WD_1D_PARAM = True
+_C.SOLVER.CLIP_GRAD_L2NORM = 1.0
+# Layer-wise lr decay (1.0 disables).
+_C.SOLVER.LAYER_DECAY = 1.0
+
+# ---------------------------------------------------------------------------
+# Testing
+# ---------------------------------------------------------------------------
+_C.TEST = CfgNode()
+_C.TEST.ENABLE = True
+_C.TEST.DATASET = "imagenet"
+_C.TEST.BATCH_SIZE = 64
+_C.TEST.CHECKPOINT_FILE_PATH = ""
+
+# ---------------------------------------------------------------------------
+# Data loader
+# ---------------------------------------------------------------------------
+_C.DATA_LOADER = CfgNode()
+_C.DATA_LOADER.NUM_WORKERS = 8
+_C.DATA_LOADER.PIN_MEMORY = True
+
+# ---------------------------------------------------------------------------
+# Launch (PySlowFast semantics: NUM_GPUS processes per machine, NUM_SHARDS machines)
+# ---------------------------------------------------------------------------
+# Processes per machine; on a CPU-only machine each process runs on the CPU (gloo).
+_C.NUM_GPUS = 1
+_C.NUM_SHARDS = 1
+_C.SHARD_ID = 0
+_C.INIT_METHOD = "tcp://localhost:9999"
+_C.DIST_BACKEND = "nccl"
+_C.OUTPUT_DIR = "./output"
+_C.RNG_SEED = 0
+_C.LOG_PERIOD = 10
+
+
+def get_cfg() -> CfgNode:
+    """A fresh copy of the core defaults."""
+    return _C.clone()

@@ -1,0 +1,254 @@
+"""The model's own config: a small dataclass that is resolved into one spec per block.
+
+The field names and list formats follow the official MViTv2 / PySlowFast config keys (``MVIT.*`` in
+lowercase), so an official yaml maps onto it one to one; :meth:`MViTConfig.from_stages` builds the same
+lists from a few numbers (timm style) for the model zoo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+__all__ = ["BlockSpec", "MViTConfig", "round_width"]
+
+
+def round_width(width: float, multiplier: float, divisor: int = 1) -> int:
+    """Scale ``width`` by ``multiplier`` and round to a multiple of ``divisor`` (official rounding rule)."""
+    if not multiplier:
+        return int(width)
+    width *= multiplier
+    width_out = max(divisor, int(width + divisor / 2) // divisor * divisor)
+    if width_out < 0.9 * width:
+        width_out += divisor
+    return int(width_out)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """Everything one :class:`MultiScaleBlock` needs, resolved from :class:`MViTConfig`."""
+
+    dim: int
+    dim_out: int
+    num_heads: int
+    input_size: Tuple[int, ...]  # (H, W) or (T, H, W) of the block input at the build size
+    kernel_q: Tuple[int, ...]  # () = no q pooling
+    stride_q: Tuple[int, ...]
+    kernel_kv: Tuple[int, ...]  # () = no k/v pooling
+    stride_kv: Tuple[int, ...]
+    drop_path: float
+    window_size: int  # 0 = global attention
+
+
+@dataclass
+class MViTConfig:
+    """Architecture of an MViTv2 model for images (2-D) or video (3-D).
+
+    The number of dimensions comes from ``input_size``: ``(H, W)`` builds a 2-D model, ``(T, H, W)`` a
+    3-D one (``T`` is the number of input frames). Per-block lists use the official format
+    ``[[block_index, value, ...], ...]``.
+    """
+
+    input_size: Tuple[int, ...] = (224, 224)
+    in_chans: int = 3
+    num_classes: int = 1000
+    patch_kernel: Tuple[int, ...] = (7, 7)
+    patch_stride: Tuple[int, ...] = (4, 4)
+    patch_padding: Tuple[int, ...] = (3, 3)
+    embed_dim: int = 96
+    num_heads: int = 1
+    depth: int = 10
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    dim_mul: Sequence[Sequence[float]] = ()
+    head_mul: Sequence[Sequence[float]] = ()
+    pool_q_stride: Sequence[Sequence[int]] = ()
+    pool_kv_stride: Sequence[Sequence[int]] = ()
+    pool_kv_stride_adaptive: Optional[Sequence[int]] = None
+    pool_kvq_kernel: Optional[Sequence[int]] = None
+    mode: str = "conv"
+    pool_first: bool = False
+    cls_embed_on: bool = False
+    use_abs_pos: bool = False
+    sep_pos_embed: bool = False
+    rel_pos_spatial: bool = True
+    rel_pos_temporal: bool = False
+    rel_pos_zero_init: bool = False
+    residual_pooling: bool = True
+    # Legacy behaviour: residual pooling also adds the pooled class token (timm's *_cls weights need it).
+    residual_pooling_cls: bool = False
+    dim_mul_in_att: bool = True
+    drop_path_rate: float = 0.0
+    head_dropout: float = 0.0
+    norm_eps: float = 1e-6
+    # Per-block window size for window attention (0 = global); None = global everywhere.
+    window_sizes: Optional[Sequence[int]] = None
+    # One LayerNorm per stage output of forward_multiscale (detectron2's scale{k}_norm).
+    out_norm: bool = False
+    # LayerNorm after the last block (used by forward_features and the head).
+    final_norm: bool = True
+    # Attention kernel: "auto", "sdpa" or "explicit".
+    attn_impl: str = "auto"
+    act_checkpoint: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.input_size = tuple(int(s) for s in self.input_size)
+        n = len(self.input_size)
+        if n not in (2, 3):
+            raise ValueError(f"MViTConfig.input_size must be (H, W) or (T, H, W), got {self.input_size}")
+        for name in ("patch_kernel", "patch_stride", "patch_padding"):
+            value = tuple(int(v) for v in getattr(self, name))
+            if len(value) != n:
+                raise ValueError(f"MViTConfig.{name}={value} has {len(value)} entries, input_size has {n}")
+            setattr(self, name, value)
+        if self.pool_kvq_kernel is None:
+            self.pool_kvq_kernel = (3,) * n
+        self.pool_kvq_kernel = tuple(int(v) for v in self.pool_kvq_kernel)
+        if len(self.pool_kvq_kernel) != n:
+            raise ValueError(f"MViTConfig.pool_kvq_kernel={self.pool_kvq_kernel} must have {n} entries")
+        if self.mode not in ("conv", "max", "avg"):
+            raise ValueError(f"MViTConfig.mode must be 'conv', 'max' or 'avg', got {self.mode!r}")
+        if self.attn_impl not in ("auto", "sdpa", "explicit"):
+            raise ValueError(f"MViTConfig.attn_impl must be 'auto', 'sdpa' or 'explicit', got {self.attn_impl!r}")
+        if self.rel_pos_temporal and n != 3:
+            raise ValueError("MViTConfig.rel_pos_temporal needs a 3-D input_size (T, H, W)")
+        if self.window_sizes is not None:
+            if len(self.window_sizes) != self.depth:
+                raise ValueError(f"MViTConfig.window_sizes has {len(self.window_sizes)} entries, depth={self.depth}")
+            if any(self.window_sizes) and (n != 2 or self.cls_embed_on or self.pool_first):
+                raise ValueError("window attention needs a 2-D model without class token and pool_first")
+        for name in ("pool_q_stride", "pool_kv_stride", "dim_mul", "head_mul"):
+            for entry in getattr(self, name):
+                if not 0 <= int(entry[0]) < self.depth + (1 if name.endswith("mul") else 0):
+                    raise ValueError(f"MViTConfig.{name}: block index {entry[0]} out of range (depth={self.depth})")
+        for name in ("pool_q_stride", "pool_kv_stride"):
+            for entry in getattr(self, name):
+                if len(entry) != n + 1:
+                    raise ValueError(f"MViTConfig.{name} entry {list(entry)} must be [block, {n} strides]")
+
+    @property
+    def ndim(self) -> int:
+        """2 for images, 3 for video."""
+        return len(self.input_size)
+
+    @property
+    def patch_grid(self) -> Tuple[int, ...]:
+        """Token grid after the patch embedding at the build size."""
+        return tuple(
+            (s + 2 * p - k) // st + 1
+            for s, k, st, p in zip(self.input_size, self.patch_kernel, self.patch_stride, self.patch_padding)
+        )
+
+    def replace(self, **changes) -> MViTConfig:
+        """A copy with some fields changed (validated again)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise TypeError(f"unknown MViTConfig field(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_stages(
+        cls,
+        depths: Sequence[int],
+        input_size: Tuple[int, ...] = (224, 224),
+        q_stride: Optional[Sequence[int]] = None,
+        kv_stride_adaptive: Optional[Sequence[int]] = None,
+        **kwargs,
+    ) -> MViTConfig:
+        """Build the per-block lists from stage depths: channels and heads double and q is pooled by
+        ``q_stride`` at the first block of every stage after the first."""
+        n = len(input_size)
+        q_stride = tuple(q_stride or (2,) * n)
+        one = (1,) * n
+        starts = list(itertools.accumulate(depths))[:-1]
+        kwargs.setdefault("dim_mul", [[s, 2.0] for s in starts])
+        kwargs.setdefault("head_mul", [[s, 2.0] for s in starts])
+        kwargs.setdefault("pool_q_stride", [[i, *(q_stride if i in starts else one)] for i in range(sum(depths))])
+        if kv_stride_adaptive is None:
+            kv_stride_adaptive = (4,) * n
+        return cls(
+            input_size=input_size,
+            depth=sum(depths),
+            pool_kv_stride_adaptive=tuple(kv_stride_adaptive),
+            **kwargs,
+        )
+
+    def stage_ends(self) -> List[int]:
+        """Index of the last block of each stage (a stage ends before a block that pools q spatially)."""
+        specs = self.block_specs()
+        ends = [i - 1 for i, s in enumerate(specs) if i > 0 and s.stride_q and math.prod(s.stride_q[-2:]) > 1]
+        return ends + [self.depth - 1]
+
+    def block_specs(self) -> List[BlockSpec]:
+        """Resolve the per-block lists into one :class:`BlockSpec` per block (official semantics)."""
+        depth, n = self.depth, self.ndim
+        dim_mul = [1.0] * (depth + 1)
+        head_mul = [1.0] * (depth + 1)
+        for index, mul in self.dim_mul:
+            dim_mul[int(index)] = float(mul)
+        for index, mul in self.head_mul:
+            head_mul[int(index)] = float(mul)
+
+        stride_q: List[Tuple[int, ...]] = [()] * depth
+        kernel_q: List[Tuple[int, ...]] = [()] * depth
+        for index, *strides in self.pool_q_stride:
+            stride_q[int(index)] = tuple(int(s) for s in strides)
+            kernel_q[int(index)] = self.pool_kvq_kernel
+
+        stride_kv: List[Tuple[int, ...]] = [()] * depth
+        kernel_kv: List[Tuple[int, ...]] = [()] * depth
+        kv_list = list(self.pool_kv_stride)
+        if self.pool_kv_stride_adaptive:
+            # The adaptive kv stride is divided by the q stride in the same block that pools q: the
+            # official behaviour (SlowFast issue 669) that released weights were trained with.
+            current = [int(s) for s in self.pool_kv_stride_adaptive]
+            kv_list = []
+            for i in range(depth):
+                if stride_q[i]:
+                    current = [max(current[d] // stride_q[i][d], 1) for d in range(n)]
+                kv_list.append([i, *current])
+        for index, *strides in kv_list:
+            stride_kv[int(index)] = tuple(int(s) for s in strides)
+            kernel_kv[int(index)] = self.pool_kvq_kernel
+
+        drop_path = [self.drop_path_rate * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
+        windows = list(self.window_sizes) if self.window_sizes is not None else [0] * depth
+
+        specs = []
+        dim, num_heads = self.embed_dim, self.num_heads
+        size = self.patch_grid
+        for i in range(depth):
+            num_heads = round_width(num_heads, head_mul[i])
+            if self.dim_mul_in_att:
+                dim_out = round_width(dim, dim_mul[i], divisor=round_width(num_heads, head_mul[i]))
+            else:
+                dim_out = round_width(dim, dim_mul[i + 1], divisor=round_width(num_heads, head_mul[i + 1]))
+            kq, sq = kernel_q[i], stride_q[i]
+            kkv, skv = kernel_kv[i], stride_kv[i]
+            # Pooling with a 1x1 kernel and stride 1 is the identity: skip it (official rule).
+            if kq and math.prod(kq) == 1 and math.prod(sq) == 1:
+                kq, sq = (), ()
+            if kkv and math.prod(kkv) == 1 and math.prod(skv) == 1:
+                kkv, skv = (), ()
+            specs.append(
+                BlockSpec(
+                    dim=dim,
+                    dim_out=dim_out,
+                    num_heads=num_heads,
+                    input_size=tuple(size),
+                    kernel_q=kq,
+                    stride_q=sq,
+                    kernel_kv=kkv,
+                    stride_kv=skv,
+                    drop_path=drop_path[i],
+                    window_size=int(windows[i]),
+                )
+            )
+            if stride_q[i]:
+                size = tuple(s // st for s, st in zip(size, stride_q[i]))
+            dim = dim_out
+        return specs

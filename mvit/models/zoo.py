@@ -1,0 +1,173 @@
+"""Registry of named MViTv2 variants with their metadata, and ``create_model``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+from torch import nn
+
+from .config import MViTConfig
+from .mvit import MViT
+
+__all__ = ["ModelInfo", "create_model", "get_model_config", "list_models", "model_info", "register_model"]
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Metadata beside a builder (torchvision style). ``gflops``: fvcore, batch 1, one multiply-add = one flop."""
+
+    name: str
+    build_config: Callable[[], MViTConfig]
+    dataset: str
+    num_params: int
+    gflops: float
+    published_top1: Optional[float] = None
+    source: str = ""
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    extra: Dict[str, str] = field(default_factory=dict)
+
+
+_REGISTRY: Dict[str, ModelInfo] = {}
+
+
+def register_model(info: ModelInfo) -> ModelInfo:
+    if info.name in _REGISTRY:
+        raise ValueError(f"model {info.name!r} is already registered")
+    _REGISTRY[info.name] = info
+    return info
+
+
+def list_models() -> List[str]:
+    """Names accepted by :func:`create_model`."""
+    return sorted(_REGISTRY)
+
+
+def model_info(name: str) -> ModelInfo:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def _image(depths, embed_dim=96, num_heads=1, **kw) -> Callable[[], MViTConfig]:
+    return lambda: MViTConfig.from_stages(depths, embed_dim=embed_dim, num_heads=num_heads, **kw)
+
+
+def _video(depths, frames, size=224, embed_dim=96, num_heads=1, **kw) -> Callable[[], MViTConfig]:
+    return lambda: MViTConfig.from_stages(
+        depths,
+        input_size=(frames, size, size),
+        q_stride=(1, 2, 2),
+        kv_stride_adaptive=(1, 8, 8),
+        embed_dim=embed_dim,
+        num_heads=num_heads,
+        patch_kernel=(3, 7, 7),
+        patch_stride=(2, 4, 4),
+        patch_padding=(1, 3, 3),
+        cls_embed_on=True,
+        rel_pos_temporal=True,
+        num_classes=400,
+        head_dropout=0.5,
+        **kw,
+    )
+
+
+_IN1K = "facebookresearch/mvit (ImageNet-1k, 224)"
+_K400 = "facebookresearch/SlowFast (Kinetics-400)"
+for _info in (
+    ModelInfo("mvitv2_t", _image((1, 2, 5, 2), drop_path_rate=0.1), "imagenet-1k", 24_173_320, 4.704, 82.3, _IN1K),
+    ModelInfo("mvitv2_s", _image((1, 2, 11, 2), drop_path_rate=0.1), "imagenet-1k", 34_870_216, 6.998, 83.6, _IN1K),
+    ModelInfo("mvitv2_b", _image((2, 3, 16, 3), drop_path_rate=0.3), "imagenet-1k", 51_472_744, 10.159, 84.4, _IN1K),
+    ModelInfo(
+        "mvitv2_l",
+        _image((2, 6, 36, 4), embed_dim=144, num_heads=2, dim_mul_in_att=False, drop_path_rate=0.5),
+        "imagenet-1k",
+        217_992_952,
+        43.869,
+        85.3,
+        _IN1K,
+    ),
+    ModelInfo(
+        "mvitv2_h",
+        _image((4, 8, 60, 8), embed_dim=192, num_heads=3, cls_embed_on=True, drop_path_rate=0.8),
+        "imagenet-1k",
+        666_879_912,
+        120.64,
+        None,
+        "class-token model (as timm mvitv2_huge_cls); official H weights are ImageNet-21k",
+    ),
+    ModelInfo(
+        "mvitv2_s_16x4",
+        _video((1, 2, 11, 2), frames=16, drop_path_rate=0.2),
+        "kinetics-400",
+        34_537_744,
+        64.457,
+        81.0,
+        _K400,
+        KINETICS_MEAN,
+        KINETICS_STD,
+        {"sampling_rate": "4", "test_views": "5x1"},
+    ),
+    ModelInfo(
+        "mvitv2_b_32x3",
+        _video((2, 3, 16, 3), frames=32, drop_path_rate=0.3),
+        "kinetics-400",
+        51_230_128,
+        225.170,
+        82.9,
+        _K400,
+        KINETICS_MEAN,
+        KINETICS_STD,
+        {"sampling_rate": "3", "test_views": "5x1"},
+    ),
+    ModelInfo(
+        "mvitv2_l_40x3",
+        _video((2, 6, 36, 4), frames=40, size=312, embed_dim=144, num_heads=2, drop_path_rate=0.75),
+        "kinetics-400",
+        0,
+        0.0,
+        86.1,
+        _K400 + ", ImageNet-21k pre-training, 312 px",
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        {"sampling_rate": "3", "test_views": "5x3"},
+    ),
+):
+    register_model(_info)
+
+
+def get_model_config(name: str, **overrides) -> MViTConfig:
+    """The :class:`MViTConfig` of a zoo name or a config yaml path, with field overrides."""
+    if name.endswith((".yaml", ".yml")) or os.path.sep in name:
+        from ..config import load_config
+        from .build import config_from_cfg
+
+        cfg = config_from_cfg(load_config(name))
+    else:
+        cfg = model_info(name).build_config()
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def create_model(name: str, *, checkpoint: Optional[str] = None, **overrides) -> nn.Module:
+    """Build a model from a zoo name (``list_models()``) or a config yaml path.
+
+    Args:
+        name: e.g. "mvitv2_t", "mvitv2_s_16x4", or "configs/IN1K/MVITv2_B.yaml".
+        checkpoint: weights in any format ``mvit.checkpoint`` reads (official .pyth, PySlowFast, mmpretrain,
+            timm, torchvision, detectron2 backbone, this project's); detected automatically, loaded strictly.
+        **overrides: :class:`MViTConfig` fields, e.g. ``num_classes=10``, ``input_size=(256, 256)``.
+
+    Returns:
+        :class:`MViT`; in eval mode it returns logits (no softmax).
+    """
+    model = MViT(get_model_config(name, **overrides))
+    if checkpoint is not None:
+        from ..checkpoint import load_checkpoint
+
+        load_checkpoint(model, checkpoint, strict=True)
+    return model
