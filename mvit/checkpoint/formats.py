@@ -43,6 +43,7 @@ __all__ = [
     "load_checkpoint",
     "read_checkpoint",
     "save_weights",
+    "unwrap_state_dict",
 ]
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def read_checkpoint(path: str) -> dict:
     return obj
 
 
-def _unwrap(obj: dict) -> Tuple[StateDict, Optional[str]]:
+def unwrap_state_dict(obj: dict) -> Tuple[StateDict, Optional[str]]:
     """Find the state dict inside a checkpoint container; also return a format hint from the container."""
     fmt = obj.get("format") if isinstance(obj.get("format"), str) else None
     if fmt in (WEIGHTS_FORMAT, "mvit-train-state"):
@@ -280,7 +281,7 @@ def load_checkpoint(model: nn.Module, path: str, strict: bool = True, log: bool 
         A :class:`LoadReport` listing loaded, resized, missing, unexpected and mismatched keys.
     """
     obj = read_checkpoint(path)
-    raw, hint = _unwrap(obj)
+    raw, hint = unwrap_state_dict(obj)
     fmt = detect_format(raw, hint)
     state = convert_state_dict(raw, fmt, model)
     target = model.state_dict()
@@ -303,7 +304,8 @@ def load_checkpoint(model: nn.Module, path: str, strict: bool = True, log: bool 
             value = fitted
         to_load[name] = value.to(dtype=want.dtype)
         report.loaded.append(name)
-    report.missing = [k for k in target if k not in to_load]
+    mismatched = {k for k, _, _ in report.mismatched}
+    report.missing = [k for k in target if k not in to_load and k not in mismatched]
     if strict and not report.ok:
         problems = []
         if report.mismatched:

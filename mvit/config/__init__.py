@@ -25,6 +25,7 @@ def load_config(
     opts: Optional[Sequence[str]] = None,
     extensions: Iterable[Callable[[CfgNode], None]] = (),
     freeze: bool = True,
+    allow_unknown_keys: bool = False,
 ) -> CfgNode:
     """Build an experiment config: defaults, then each project ``extension``, then the yaml file
     (its ``_BASE_`` chain first), then ``KEY VALUE`` overrides.
@@ -35,6 +36,8 @@ def load_config(
     cfg = get_cfg()
     for extend in extensions:
         extend(cfg)
+    if allow_unknown_keys:
+        cfg.set_new_allowed(True)
     if cfg_file:
         if not os.path.isfile(cfg_file):
             raise ConfigError(f"config file not found: {cfg_file}")

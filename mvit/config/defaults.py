@@ -94,7 +94,7 @@ _C.DATA.IN_CHANS = 3
 _C.TRAIN = CfgNode()
 _C.TRAIN.ENABLE = True
 _C.TRAIN.DATASET = "imagenet"
-# Global mini-batch size (split over all processes).
+# Global mini-batch of one optimizer step (split over all processes and GRAD_ACCUM_STEPS).
 _C.TRAIN.BATCH_SIZE = 256
 _C.TRAIN.EVAL_PERIOD = 10
 _C.TRAIN.CHECKPOINT_PERIOD = 10
@@ -103,6 +103,17 @@ _C.TRAIN.AUTO_RESUME = True
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""
 # Precision: "fp32", "bf16" or "fp16" (fp16 uses a GradScaler; GPU only).
 _C.TRAIN.MIXED_PRECISION = "fp32"
+# Optimizer steps accumulate this many micro-batches (TRAIN.BATCH_SIZE is the batch of one step).
+_C.TRAIN.GRAD_ACCUM_STEPS = 1
+# Also write checkpoints/last.pyth every N optimizer steps (0: only at epoch ends).
+_C.TRAIN.CHECKPOINT_ITER_PERIOD = 0
+# Exponential moving average of the weights, evaluated beside the raw model (timm ModelEmaV3).
+_C.TRAIN.EMA_ENABLE = False
+_C.TRAIN.EMA_DECAY = 0.9999
+# Ramp the EMA decay up over the first steps (timm's use_warmup).
+_C.TRAIN.EMA_WARMUP = False
+# TensorBoard scalars in OUTPUT_DIR/tensorboard (the JSON-lines file and the PNG plot are always written).
+_C.TRAIN.TENSORBOARD = True
 
 # ---------------------------------------------------------------------------
 # Augmentation and mixup (timm implementations)
@@ -118,6 +129,10 @@ _C.AUG.RE_PROB = 0.25
 _C.AUG.RE_MODE = "pixel"
 _C.AUG.RE_COUNT = 1
 _C.AUG.RE_SPLIT = False
+# RandomResizedCrop area and aspect ranges, and the horizontal flip probability (images).
+_C.AUG.SCALE = [0.08, 1.0]
+_C.AUG.RATIO = [0.75, 1.3333333333333333]
+_C.AUG.HFLIP = 0.5
 
 _C.MIXUP = CfgNode()
 _C.MIXUP.ENABLE = True
@@ -134,6 +149,9 @@ _C.SOLVER = CfgNode()
 # Learning rate per 256 samples of global batch (scaled linearly by the real batch).
 _C.SOLVER.BASE_LR = 2.5e-4
 _C.SOLVER.BASE_LR_SCALE_NUM_SHARDS = False
+# BASE_LR is per this many images of TRAIN.BATCH_SIZE: lr = BASE_LR * TRAIN.BATCH_SIZE / BASE_LR_BATCH_SIZE
+# (0: no batch scaling). WARMUP_START_LR and COSINE_END_LR are scaled alike.
+_C.SOLVER.BASE_LR_BATCH_SIZE = 256
 _C.SOLVER.LR_POLICY = "cosine"
 _C.SOLVER.COSINE_END_LR = 1e-6
 _C.SOLVER.COSINE_AFTER_WARMUP = True
@@ -142,6 +160,8 @@ _C.SOLVER.WARMUP_START_LR = 1e-8
 _C.SOLVER.MAX_EPOCH = 300
 _C.SOLVER.OPTIMIZING_METHOD = "adamw"
 _C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.NESTEROV = True
+_C.SOLVER.BETAS = [0.9, 0.999]
 _C.SOLVER.ADAMW_EPS = 1e-8
 _C.SOLVER.WEIGHT_DECAY = 0.05
 # No weight decay on 1-D parameters (biases, norms).
@@ -178,6 +198,9 @@ _C.DIST_BACKEND = "nccl"
 _C.OUTPUT_DIR = "./output"
 _C.RNG_SEED = 0
 _C.LOG_PERIOD = 10
+# Intra-op CPU threads per process (0: PyTorch's default; when several CPU processes are spawned on one
+# machine, the machine's cores divided among them). 1 is fastest on a CPU shared with other jobs.
+_C.CPU_THREADS = 0
 
 
 def get_cfg() -> CfgNode:

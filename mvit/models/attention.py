@@ -1,14 +1,25 @@
 """Multi-scale pooling attention with decomposed relative position embeddings, for 2-D and 3-D inputs.
 
-Tensor layout inside attention: ``(B, heads, N, C)`` where ``N = [1 +] prod(thw)`` (the class token, when
+Layouts. Public helpers take ``(B, heads, N, C)`` tensors, where ``N = [1 +] prod(thw)`` (the class token, when
 present, is the first token and is kept aside while pooling) and ``thw`` is the token grid ``(H, W)`` or
-``(T, H, W)``.
+``(T, H, W)``. Inside :class:`MultiScaleAttention` tokens stay token-major, ``(B, N, heads, C)`` in memory, from
+the qkv projection to the output projection: the pooling convolutions see a channels-last grid without a copy,
+``scaled_dot_product_attention`` reads transposed views and writes its output token-major, so the heads merge
+back into channels with a view.
+
+Attention kernels (``attn_impl``):
+
+- ``"explicit"``: ``softmax(q k^T * scale + bias) v``, the reference (and the one that can expose attention maps).
+- ``"sdpa"`` / ``"auto"``: ``F.scaled_dot_product_attention``. Without gradients the decomposed bias is built
+  once as a float mask by a broadcast add of its small per-axis terms. With gradients (a mask that requires
+  grad sends SDPA to its slow math path) the bias is folded exactly into the matmul instead: q gets the
+  per-axis terms as extra columns, k the matching one-hot columns, and SDPA runs without a mask.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -29,25 +40,47 @@ __all__ = [
 Grid = Tuple[int, ...]
 
 
+def _pool_grid(
+    x: torch.Tensor, pool: Optional[nn.Module], thw: Grid, has_cls: bool, norm: Optional[nn.Module] = None
+) -> Tuple[torch.Tensor, Grid]:
+    """Pool token-major ``x`` (B, N, heads, C) over its grid ``thw`` -> (B, N', heads, C), grid.
+
+    Heads become channels of one channels-last grid ``(B, heads * C, *thw)``: a view of ``x`` when its heads
+    and channels are adjacent in memory (the qkv projection's output is), so nothing is copied before pooling
+    and the pooled grid reshapes back into tokens with a view. A depthwise pooling convolution (``C`` groups,
+    shared by the heads) runs as one convolution with ``heads * C`` groups and its weight repeated per head.
+    """
+    if pool is None:
+        return x, thw
+    B, _, heads, C = x.shape
+    if has_cls:
+        cls_tok, x = x[:, :1], x[:, 1:]
+    x = x.reshape(B, *thw, heads * C).movedim(-1, 1)
+    if isinstance(pool, (nn.Conv2d, nn.Conv3d)):
+        weight = pool.weight if heads == 1 else pool.weight.repeat(heads, *(1,) * (pool.weight.ndim - 1))
+        conv = F.conv2d if x.ndim == 4 else F.conv3d
+        x = conv(x, weight, None, pool.stride, pool.padding, pool.dilation, heads * C)
+    else:
+        x = pool(x)
+    thw = tuple(x.shape[2:])
+    x = x.movedim(1, -1).reshape(B, -1, heads, C)
+    if has_cls:
+        x = torch.cat((cls_tok, x), dim=1)
+    if norm is not None:
+        x = norm(x)
+    return x, thw
+
+
 def pool_tokens(
     x: torch.Tensor, pool: Optional[nn.Module], thw: Grid, has_cls: bool, norm: Optional[nn.Module] = None
 ) -> Tuple[torch.Tensor, Grid]:
     """Pool the patch tokens of ``x`` (B, heads, N, C) over their grid ``thw``; the class token is kept
-    aside and put back in front. ``norm`` (conv mode) is applied to all tokens after pooling."""
-    if pool is None:
-        return x, thw
-    B, heads, _, C = x.shape
-    if has_cls:
-        cls_tok, x = x[:, :, :1], x[:, :, 1:]
-    x = x.reshape(B * heads, *thw, C).movedim(-1, 1)
-    x = pool(x)
-    thw = tuple(x.shape[2:])
-    x = x.reshape(B, heads, C, -1).transpose(2, 3)
-    if has_cls:
-        x = torch.cat((cls_tok, x), dim=2)
-    if norm is not None:
-        x = norm(x)
-    return x, thw
+    aside and put back in front. ``norm`` (conv mode) is applied to all tokens after pooling.
+
+    Returns (B, heads, N', C) (a transposed view of a token-major tensor) and the pooled grid.
+    """
+    x, thw = _pool_grid(x.transpose(1, 2), pool, thw, has_cls, norm)
+    return x.transpose(1, 2), thw
 
 
 def rel_pos_index(q_size: int, k_size: int, device: Optional[torch.device] = None) -> torch.Tensor:
@@ -73,6 +106,56 @@ def resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
     return resized.squeeze(0).t()
 
 
+def _rel_pos_terms(
+    q: torch.Tensor,
+    q_thw: Grid,
+    k_thw: Grid,
+    tables: Sequence[Optional[torch.Tensor]],
+    multiplier: Optional[float] = None,
+) -> List[Tuple[int, torch.Tensor]]:
+    """Per-axis terms of the decomposed bias: ``q . R_axis[q_pos, k_pos]`` for each axis with a table.
+
+    Args:
+        q: patch queries (B, heads, prod(q_thw), C), any strides.
+        q_thw, k_thw: grids (H, W) or (T, H, W); ``tables`` holds (rel_pos_t, rel_pos_h, rel_pos_w).
+        multiplier: optional factor folded into the (small) gathered table instead of into the terms.
+
+    Returns:
+        ``[(axis, term)]`` with axis in 0..2 (t, h, w) and term (B, heads, qt, qh, qw, k_axis), contiguous, so
+        that broadcast sums of terms are laid out contiguously too.
+    """
+    B, heads, _, C = q.shape
+    q_sizes, k_sizes = _grid3(q_thw), _grid3(k_thw)
+    r_q = q.reshape(B, heads, *q_sizes, C)
+    subscripts = ("bnthwc,tkc->bnthwk", "bnthwc,hkc->bnthwk", "bnthwc,wkc->bnthwk")
+    terms = []
+    for axis, table in enumerate(tables):
+        if table is None:
+            continue
+        q_size, k_size = q_sizes[axis], k_sizes[axis]
+        rel = resize_rel_pos(table, 2 * max(q_size, k_size) - 1)[rel_pos_index(q_size, k_size, q.device)]
+        if multiplier is not None:
+            rel = rel * multiplier
+        # Tables are kept in float32; under autocast q is bfloat16 / float16 (einsum does not promote).
+        terms.append((axis, torch.einsum(subscripts[axis], r_q, rel.to(q.dtype)).contiguous()))
+    return terms
+
+
+def _grid3(thw: Grid) -> Tuple[int, int, int]:
+    """(H, W) -> (1, H, W); (T, H, W) unchanged."""
+    return (1,) * (3 - len(thw)) + tuple(thw)
+
+
+def _term_views(terms: List[Tuple[int, torch.Tensor]], k_sizes: Tuple[int, int, int]) -> List[torch.Tensor]:
+    """Per-axis terms (B, heads, qt, qh, qw, k_axis) as views that broadcast to (B, heads, qt, qh, qw, kt, kh, kw)."""
+    views = []
+    for axis, term in terms:
+        shape = [*term.shape[:5], 1, 1, 1]
+        shape[5 + axis] = k_sizes[axis]
+        views.append(term.view(shape))
+    return views
+
+
 def decomposed_rel_pos_bias(
     q: torch.Tensor,
     q_thw: Grid,
@@ -92,27 +175,25 @@ def decomposed_rel_pos_bias(
             ``2 * max(q_size, k_size) - 1`` (inputs of another size than the build size). ``None`` skips an axis.
 
     Returns:
-        (B, heads, prod(q_thw), prod(k_thw)), materialised once by a broadcast add.
+        (B, heads, prod(q_thw), prod(k_thw)), materialised once by a broadcast add of the per-axis terms.
     """
-    B, heads, _, C = q.shape
-    q_t, q_h, q_w = (1,) * (3 - len(q_thw)) + tuple(q_thw)
-    k_t, k_h, k_w = (1,) * (3 - len(k_thw)) + tuple(k_thw)
-    r_q = q.reshape(B, heads, q_t, q_h, q_w, C)
-    bias = q.new_zeros(())
-    if rel_pos_h is not None:
-        table = resize_rel_pos(rel_pos_h, 2 * max(q_h, k_h) - 1)
-        rel = torch.einsum("bnthwc,hkc->bnthwk", r_q, table[rel_pos_index(q_h, k_h, q.device)])
-        bias = bias + rel[:, :, :, :, :, None, :, None]
-    if rel_pos_w is not None:
-        table = resize_rel_pos(rel_pos_w, 2 * max(q_w, k_w) - 1)
-        rel = torch.einsum("bnthwc,wkc->bnthwk", r_q, table[rel_pos_index(q_w, k_w, q.device)])
-        bias = bias + rel[:, :, :, :, :, None, None, :]
-    if rel_pos_t is not None:
-        table = resize_rel_pos(rel_pos_t, 2 * max(q_t, k_t) - 1)
-        rel = torch.einsum("bnthwc,tkc->bnthwk", r_q, table[rel_pos_index(q_t, k_t, q.device)])
-        bias = bias + rel[:, :, :, :, :, :, None, None]
-    bias = bias.expand(B, heads, q_t, q_h, q_w, k_t, k_h, k_w)
-    return bias.reshape(B, heads, q_t * q_h * q_w, k_t * k_h * k_w)
+    B, heads, n_q, _ = q.shape
+    k_sizes = _grid3(k_thw)
+    terms = _rel_pos_terms(q, q_thw, k_thw, (rel_pos_t, rel_pos_h, rel_pos_w))
+    if not terms:
+        return q.new_zeros(B, heads, n_q, math.prod(k_sizes))
+    views = _term_views(terms, k_sizes)
+    bias = sum(views[1:], views[0]).expand(B, heads, *_grid3(q_thw), *k_sizes)
+    return bias.reshape(B, heads, n_q, math.prod(k_sizes))
+
+
+def _one_hot_keys(k_thw: Grid, axes: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(prod(k_thw), sum of k sizes over ``axes``): for each key, the one-hot of its coordinate on each axis."""
+    k_sizes = _grid3(k_thw)
+    coords = torch.arange(math.prod(k_sizes), device=device)
+    strides = (k_sizes[1] * k_sizes[2], k_sizes[2], 1)
+    columns = [F.one_hot(coords // strides[a] % k_sizes[a], k_sizes[a]) for a in axes]
+    return torch.cat(columns, dim=1).to(dtype)
 
 
 def _window_partition(x: torch.Tensor, thw: Grid, window: int) -> Tuple[torch.Tensor, Grid]:
@@ -227,82 +308,144 @@ class MultiScaleAttention(nn.Module):
         pool_cls = max_pool_nd(ndim) if mode == "max" else avg_pool_nd(ndim)
         return pool_cls(tuple(kernel), tuple(stride), padding, ceil_mode=False), None
 
+    @property
+    def _rel_pos_tables(self) -> Tuple[Optional[torch.Tensor], ...]:
+        """(rel_pos_t, rel_pos_h, rel_pos_w), axis order of the token grid (T, H, W)."""
+        return self.rel_pos_t, self.rel_pos_h, self.rel_pos_w
+
     def _project_qkv(self, x: torch.Tensor, thw: Grid):
+        """x (B, N, dim) -> q, k, v token-major (B, N', heads, head_dim) and the q and k grids."""
         B, N, _ = x.shape
         if not self.pool_first:
-            q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-            q, q_thw = pool_tokens(q, self.pool_q, thw, self.has_cls, self.norm_q)
-            k, k_thw = pool_tokens(k, self.pool_k, thw, self.has_cls, self.norm_k)
-            v, _ = pool_tokens(v, self.pool_v, thw, self.has_cls, self.norm_v)
+            q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).unbind(2)
+            q, q_thw = _pool_grid(q, self.pool_q, thw, self.has_cls, self.norm_q)
+            k, k_thw = _pool_grid(k, self.pool_k, thw, self.has_cls, self.norm_k)
+            v, _ = _pool_grid(v, self.pool_v, thw, self.has_cls, self.norm_v)
             return q, k, v, q_thw, k_thw
         # MViTv1 option: pool the input (folded into heads), then project.
-        x = x.reshape(B, N, self.num_heads, -1).transpose(1, 2)
-        q, q_thw = pool_tokens(x, self.pool_q, thw, self.has_cls, self.norm_q)
-        k, k_thw = pool_tokens(x, self.pool_k, thw, self.has_cls, self.norm_k)
-        v, _ = pool_tokens(x, self.pool_v, thw, self.has_cls, self.norm_v)
+        x = x.view(B, N, self.num_heads, -1)
+        q, q_thw = _pool_grid(x, self.pool_q, thw, self.has_cls, self.norm_q)
+        k, k_thw = _pool_grid(x, self.pool_k, thw, self.has_cls, self.norm_k)
+        v, _ = _pool_grid(x, self.pool_v, thw, self.has_cls, self.norm_v)
 
         def project(t: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-            n = t.shape[2]
-            t = linear(t.transpose(1, 2).reshape(B, n, -1))
-            return t.reshape(B, n, self.num_heads, self.head_dim).transpose(1, 2)
+            return linear(t.flatten(2)).unflatten(-1, (self.num_heads, self.head_dim))
 
         return project(q, self.q), project(k, self.k), project(v, self.v), q_thw, k_thw
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_thw: Grid, k_thw: Grid) -> torch.Tensor:
-        """softmax(q k^T * scale + rel-pos bias) v for (B, heads, N, C) tensors (class token first if any)."""
+        """softmax(q k^T * scale + rel-pos bias) v for (B, heads, N, C) tensors (class token first if any).
+
+        Returns (B, heads, Nq, C); from SDPA on CPU a transposed view of a token-major (B, Nq, heads, C) tensor.
+        """
         sp = 1 if self.has_cls else 0
-        bias = None
-        if self.rel_pos_h is not None or self.rel_pos_t is not None:
-            bias = decomposed_rel_pos_bias(q[:, :, sp:], q_thw, k_thw, self.rel_pos_h, self.rel_pos_w, self.rel_pos_t)
-        impl = self.attn_impl
-        if impl == "auto":
-            # SDPA with a float mask is faster for inference but falls back to its math path (slower than
-            # the explicit one) when the mask needs a gradient (shared/PERF.md).
-            impl = "sdpa" if bias is None or not (torch.is_grad_enabled() and bias.requires_grad) else "explicit"
-        if impl == "sdpa":
-            mask = None if bias is None else (F.pad(bias, (sp, 0, sp, 0)) if sp else bias)
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype) if mask is not None else None)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        if bias is not None:
-            if sp:
-                attn[:, :, sp:, sp:] += bias
-            else:
-                attn = attn + bias
-        return attn.softmax(dim=-1) @ v
+        tables = self._rel_pos_tables
+        if self.attn_impl == "explicit":
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            if any(t is not None for t in tables):
+                bias = decomposed_rel_pos_bias(
+                    q[:, :, sp:], q_thw, k_thw, self.rel_pos_h, self.rel_pos_w, self.rel_pos_t
+                )
+                if sp:
+                    attn[:, :, sp:, sp:] += bias
+                else:
+                    attn = attn + bias
+            return attn.softmax(dim=-1) @ v
+        if all(t is None for t in tables):
+            return F.scaled_dot_product_attention(q, k, v)
+        needs_grad = torch.is_grad_enabled() and (
+            q.requires_grad or k.requires_grad or any(t is not None and t.requires_grad for t in tables)
+        )
+        if needs_grad:
+            return self._sdpa_folded(q, k, v, q_thw, k_thw)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias_mask(q, q_thw, k_thw))
+
+    def _bias_mask(self, q: torch.Tensor, q_thw: Grid, k_thw: Grid) -> torch.Tensor:
+        """The rel-pos bias as a float mask (B, heads, Nq, Nk) for SDPA, zero in the class token's row and column.
+
+        Only used where no gradient flows (see :meth:`_attend`): in eager mode the per-axis terms are summed
+        straight into the mask's buffer (``out=``), one pass over the largest tensor of the block.
+        """
+        sp = 1 if self.has_cls else 0
+        B, heads, n_q, _ = q.shape
+        k_sizes = _grid3(k_thw)
+        terms = _rel_pos_terms(q[:, :, sp:], q_thw, k_thw, self._rel_pos_tables)
+        q_sizes = tuple(terms[0][1].shape[2:5])
+        views = _term_views(terms, k_sizes)
+        if torch.compiler.is_compiling():
+            # Compilers fuse the broadcast add and the padding into one kernel; in-place writes only hinder them.
+            bias = (
+                sum(views[1:], views[0]).expand(B, heads, *q_sizes, *k_sizes).reshape(B, heads, -1, math.prod(k_sizes))
+            )
+            return F.pad(bias, (sp, 0, sp, 0)) if sp else bias
+        mask = q.new_empty(B, heads, n_q, sp + math.prod(k_sizes))
+        if sp:
+            mask[:, :, :sp] = 0
+            mask[:, :, sp:, :sp] = 0
+        grid = mask[:, :, sp:, sp:].view(B, heads, *q_sizes, *k_sizes)
+        if len(views) == 1:
+            grid.copy_(views[0])
+        else:
+            torch.add(views[0].expand(grid.shape), views[1], out=grid)
+            for view in views[2:]:
+                grid.add_(view)
+        return mask
+
+    def _sdpa_folded(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_thw: Grid, k_thw: Grid) -> torch.Tensor:
+        """SDPA with the decomposed bias folded exactly into the matmul, no mask (so SDPA's fused kernels, with
+        their backward, stay usable when the bias needs a gradient).
+
+        q . R_h[h, h'] + q . R_w[w, w'] (+ t) = [q, q.R_h/scale, q.R_w/scale] . [k, onehot(h'), onehot(w')] * scale:
+        q gets E = kh + kw (+ kt) columns, k the matching one-hot columns, v zeros (SDPA needs one head size).
+        """
+        sp = 1 if self.has_cls else 0
+        B, heads, _, C = q.shape
+        terms = _rel_pos_terms(q[:, :, sp:], q_thw, k_thw, self._rel_pos_tables, multiplier=1.0 / self.scale)
+        extra = torch.cat([term.flatten(2, 4) for _, term in terms], dim=-1)
+        one_hot = _one_hot_keys(k_thw, [axis for axis, _ in terms], q.dtype, q.device)
+        width = extra.shape[-1]
+        # FlashAttention on GPUs wants a head size that is a multiple of 8.
+        pad = (-(C + width)) % 8 if q.is_cuda else 0
+        q = torch.cat((q, F.pad(extra, (0, pad, sp, 0))), dim=-1)
+        k = torch.cat((k, F.pad(one_hot, (0, pad, sp, 0)).expand(B, heads, -1, -1)), dim=-1)
+        v = F.pad(v, (0, width + pad))
+        return F.scaled_dot_product_attention(q, k, v, scale=self.scale)[..., :C]
+
+    def _attend_windows(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_thw: Grid, k_thw: Grid):
+        """Attention inside non-overlapping windows; token-major (B, N, heads, C) in and out."""
+        B, _, heads, C = q.shape
+        q_win, q_windows = _window_partition(q.reshape(B, -1, heads * C), q_thw, self.q_window)
+        k_win, kv_windows = _window_partition(k.reshape(B, -1, heads * C), k_thw, self.kv_window)
+        v_win, _ = _window_partition(v.reshape(B, -1, heads * C), k_thw, self.kv_window)
+        if q_windows != kv_windows:
+            raise ValueError(
+                f"window attention: query grid {q_thw} and key grid {k_thw} give {q_windows} and "
+                f"{kv_windows} windows of {self.q_window} / {self.kv_window}; use an input size whose "
+                "token grid is divisible consistently"
+            )
+
+        def heads_first(t: torch.Tensor) -> torch.Tensor:
+            return t.unflatten(-1, (heads, C)).transpose(1, 2)
+
+        q_grid, kv_grid = (self.q_window, self.q_window), (self.kv_window, self.kv_window)
+        out = self._attend(heads_first(q_win), heads_first(k_win), heads_first(v_win), q_grid, kv_grid)
+        out = out.transpose(1, 2).reshape(-1, self.q_window**2, heads * C)
+        return _window_unpartition(out, q_windows, self.q_window, q_thw).unflatten(-1, (heads, C))
 
     def forward(self, x: torch.Tensor, thw: Grid) -> Tuple[torch.Tensor, Grid]:
         B = x.shape[0]
         q, k, v, q_thw, k_thw = self._project_qkv(x, thw)
-
         if self.window_size:
-            heads, C = self.num_heads, self.head_dim
-            q_win, q_windows = _window_partition(q.reshape(B * heads, -1, C), q_thw, self.q_window)
-            k_win, kv_windows = _window_partition(k.reshape(B * heads, -1, C), k_thw, self.kv_window)
-            v_win, _ = _window_partition(v.reshape(B * heads, -1, C), k_thw, self.kv_window)
-            if q_windows != kv_windows:
-                raise ValueError(
-                    f"window attention: query grid {q_thw} and key grid {k_thw} give {q_windows} and "
-                    f"{kv_windows} windows of {self.q_window} / {self.kv_window}; use an input size whose "
-                    "token grid is divisible consistently"
-                )
-            out = self._attend(
-                q_win.unsqueeze(1),
-                k_win.unsqueeze(1),
-                v_win.unsqueeze(1),
-                (self.q_window, self.q_window),
-                (self.kv_window, self.kv_window),
-            ).squeeze(1)
-            out = _window_unpartition(out, q_windows, self.q_window, q_thw).reshape(B, heads, -1, C)
+            out = self._attend_windows(q, k, v, q_thw, k_thw)
         else:
-            out = self._attend(q, k, v, q_thw, k_thw)
-
+            out = self._attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), q_thw, k_thw).transpose(1, 2)
+        # out and q are token-major (B, N, heads, C): the heads merge back into channels with a view.
         if self.residual_pooling:
             if self.has_cls and not self.residual_pooling_cls:
-                out = torch.cat((out[:, :, :1], out[:, :, 1:] + q[:, :, 1:]), dim=2)
+                out = torch.cat((out[:, :1], out[:, 1:] + q[:, 1:]), dim=1)
             else:
                 out = out + q
-        out = out.transpose(1, 2).reshape(B, -1, self.dim_out)
-        return self.proj(out), q_thw
+        return self.proj(out.reshape(B, -1, self.dim_out)), q_thw
 
 
 class MultiScaleBlock(nn.Module):

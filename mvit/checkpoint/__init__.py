@@ -1,0 +1,35 @@
+"""Checkpoints: training states written by the engine (``state``) and weight loading (core)."""
+
+from .formats import (
+    LoadReport,
+    convert_state_dict,
+    detect_format,
+    load_checkpoint,
+    read_checkpoint,
+    save_weights,
+    unwrap_state_dict,
+)
+from .state import (
+    CheckpointError,
+    atomic_save,
+    find_resume_checkpoint,
+    is_training_state,
+    list_checkpoints,
+    load_training_state,
+)
+
+__all__ = [
+    "LoadReport",
+    "convert_state_dict",
+    "detect_format",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_weights",
+    "unwrap_state_dict",
+    "CheckpointError",
+    "atomic_save",
+    "find_resume_checkpoint",
+    "is_training_state",
+    "list_checkpoints",
+    "load_training_state",
+]

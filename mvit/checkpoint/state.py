@@ -1,0 +1,142 @@
+"""Training-state checkpoints: atomic writes through iopath, and finding the newest valid one to resume from.
+
+A training-state file is a dict (``torch.save``) that loads with ``weights_only=True``::
+
+    {"format": "mvit-train-state", "version": 1,
+     "epoch": int, "iter": int,          # iterations completed in ``epoch`` (== iters per epoch: epoch done)
+     "step": int,                        # optimizer steps since the start of training
+     "model": state_dict, "optimizer": ..., "scaler": ..., "hooks": {name: state}, "rng": {...},
+     "cfg": yaml str, "class_names": [str] | None, "metrics": {...}}
+
+The weights are under ``"model"`` (the raw model; the EMA's under ``hooks["ema"]``), so the core's
+weight loader reads these files as it reads any ``{"model": state_dict}`` checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional
+
+import torch
+from iopath.common.file_io import g_pathmgr as PathManager
+
+__all__ = [
+    "CHECKPOINT_SUFFIX",
+    "LAST_NAME",
+    "STATE_FORMAT",
+    "CheckpointError",
+    "atomic_copy",
+    "atomic_save",
+    "find_resume_checkpoint",
+    "is_training_state",
+    "list_checkpoints",
+    "load_training_state",
+]
+
+logger = logging.getLogger(__name__)
+
+STATE_FORMAT = "mvit-train-state"
+CHECKPOINT_SUFFIX = ".pyth"
+LAST_NAME = "last.pyth"
+_REQUIRED_KEYS = ("format", "epoch", "iter", "step", "model")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read or is not a training state; the message names the file."""
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save(obj)`` to ``path`` so that readers see either the old file or the complete new one.
+
+    The bytes go to a temporary file beside ``path`` (flushed and fsync'ed), which is then renamed over
+    ``path``: a process killed at any moment never leaves a partial file under the final name.
+    """
+    directory = os.path.dirname(path)
+    if directory:
+        PathManager.mkdirs(directory)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with PathManager.open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        if hasattr(f, "fileno"):
+            os.fsync(f.fileno())
+    if _is_local(path):
+        # iopath's mv refuses to overwrite; os.replace is the atomic rename POSIX guarantees.
+        os.replace(PathManager.get_local_path(tmp), PathManager.get_local_path(path))
+    else:
+        if PathManager.exists(path):
+            PathManager.rm(path)
+        if not PathManager.mv(tmp, path):
+            raise CheckpointError(f"could not move {tmp} to {path}")
+
+
+def is_training_state(obj: Any) -> bool:
+    """True when ``obj`` looks like a dict written by the training engine."""
+    return isinstance(obj, dict) and obj.get("format") == STATE_FORMAT and all(k in obj for k in _REQUIRED_KEYS)
+
+
+def load_training_state(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a training-state file.
+
+    Raises:
+        CheckpointError: unreadable (missing, truncated, corrupt) or not a training state.
+    """
+    try:
+        with PathManager.open(path, "rb") as f:
+            obj = torch.load(f, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
+    if not is_training_state(obj):
+        raise CheckpointError(f"{path}: not a training-state checkpoint (missing {list(_REQUIRED_KEYS)})")
+    return obj
+
+
+def list_checkpoints(directory: str) -> list[str]:
+    """Checkpoint files (``*.pyth``, temporary files excluded) in ``directory``, newest first (``last.pyth``, then
+    the others by modification time)."""
+    if not PathManager.isdir(directory):
+        return []
+    paths = [os.path.join(directory, name) for name in PathManager.ls(directory) if name.endswith(CHECKPOINT_SUFFIX)]
+    # The trainer writes last.pyth first and copies it to the other names: it is the newest state unless damaged.
+    if all(_is_local(p) for p in paths):
+        paths.sort(
+            key=lambda p: (os.path.basename(p) == LAST_NAME, os.stat(PathManager.get_local_path(p)).st_mtime_ns, p)
+        )
+    else:
+        paths.sort(key=lambda p: (os.path.basename(p) == LAST_NAME, p))
+    return paths[::-1]
+
+
+def find_resume_checkpoint(
+    directory: str, map_location: str | torch.device = "cpu"
+) -> Optional[tuple[str, dict[str, Any]]]:
+    """The newest checkpoint in ``directory`` that loads, with its state; ``None`` when there is none.
+
+    A newer file that cannot be read (e.g. truncated by a full disk or a copy) is skipped with a warning in
+    favour of the next older one.
+    """
+    for path in list_checkpoints(directory):
+        try:
+            return path, load_training_state(path, map_location)
+        except CheckpointError as err:
+            logger.warning("skipping checkpoint: %s", err)
+    return None
+
+
+def atomic_copy(src: str, dst: str) -> None:
+    """Copy ``src`` to ``dst`` through a temporary file and a rename (same guarantee as :func:`atomic_save`)."""
+    tmp = f"{dst}.tmp{os.getpid()}"
+    if not PathManager.copy(src, tmp, overwrite=True):
+        raise CheckpointError(f"could not copy {src} to {tmp}")
+    if _is_local(dst):
+        os.replace(PathManager.get_local_path(tmp), PathManager.get_local_path(dst))
+    else:
+        if PathManager.exists(dst):
+            PathManager.rm(dst)
+        if not PathManager.mv(tmp, dst):
+            raise CheckpointError(f"could not move {tmp} to {dst}")

@@ -1,0 +1,56 @@
+"""Small models and fixtures shared by the core tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mvit.models import MViT, MViTConfig
+
+
+def tiny_config(ndim: int = 2, **overrides) -> MViTConfig:
+    """A 4-stage MViT small enough for a CPU test: 32x32 images or 4x32x32 clips."""
+    if ndim == 2:
+        base = dict(input_size=(32, 32))
+    else:
+        base = dict(
+            input_size=(4, 32, 32),
+            patch_kernel=(3, 7, 7),
+            patch_stride=(2, 4, 4),
+            patch_padding=(1, 3, 3),
+            q_stride=(1, 2, 2),
+            kv_stride_adaptive=(1, 4, 4),
+            rel_pos_temporal=True,
+        )
+    base.update(embed_dim=16, num_heads=1, num_classes=5)
+    base.update(overrides)
+    depths = base.pop("depths", (1, 1, 2, 1))
+    return MViTConfig.from_stages(depths, **base)
+
+
+def tiny_model(ndim: int = 2, **overrides) -> MViT:
+    return MViT(tiny_config(ndim, **overrides))
+
+
+def perturb_(model: torch.nn.Module, scale: float = 0.02) -> torch.nn.Module:
+    """Add noise to every parameter, so that zero-initialised tables and biases are not zero."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model
+
+
+@pytest.fixture
+def make_tiny():
+    """Factory of tiny models: ``make_tiny(ndim=2, **MViTConfig overrides)``."""
+    return tiny_model
+
+
+@pytest.fixture
+def make_tiny_config():
+    return tiny_config
+
+
+@pytest.fixture
+def perturb():
+    return perturb_

@@ -1,0 +1,75 @@
+"""Bad input gets a clear one-line error naming what is wrong."""
+
+import pytest
+import torch
+
+import mvit
+from mvit.checkpoint import CheckpointError, load_checkpoint
+from mvit.config import ConfigError, load_config
+
+
+def _one_line(err) -> str:
+    text = str(err.value)
+    assert "\n" not in text, text
+    return text
+
+
+def test_wrong_input_rank(make_tiny):
+    model = make_tiny(ndim=2)
+    with pytest.raises(ValueError) as err:
+        model(torch.randn(1, 3, 4, 32, 32))
+    assert "(B, C, H, W)" in _one_line(err) and "(1, 3, 4, 32, 32)" in str(err.value)
+
+
+def test_wrong_channels(make_tiny):
+    model = make_tiny(ndim=3)
+    with pytest.raises(ValueError) as err:
+        model(torch.randn(1, 1, 4, 32, 32))
+    assert "3 input channels" in _one_line(err)
+
+
+def test_unknown_config_key_in_file(tmp_path):
+    cfg_file = tmp_path / "bad.yaml"
+    cfg_file.write_text("MVIT:\n  EMBED_DIMS: 96\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(cfg_file))
+    assert "bad.yaml" in _one_line(err) and "MVIT.EMBED_DIMS" in str(err.value)
+
+
+def test_unknown_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["SOLVER.BASE_LRR", "0.1"])
+    assert "SOLVER.BASE_LRR" in _one_line(err)
+    with pytest.raises(ConfigError) as err:
+        load_config(str(tmp_path / "nope.yaml"))
+    assert "nope.yaml" in _one_line(err)
+
+
+def test_unknown_model_field():
+    with pytest.raises(TypeError, match="embed_dims"):
+        mvit.create_model("mvitv2_t", embed_dims=64)
+
+
+def test_checkpoint_of_another_architecture_names_the_keys(tmp_path, make_tiny):
+    path = tmp_path / "t.pth"
+    torch.save(make_tiny(ndim=2, embed_dim=16).state_dict(), path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(make_tiny(ndim=2, embed_dim=32), str(path))
+    text = _one_line(err)
+    assert "t.pth" in text and "patch_embed.proj.weight" in text and "mis-shaped" in text
+
+
+def test_truncated_checkpoint(tmp_path, make_tiny):
+    model = make_tiny(ndim=2)
+    path = tmp_path / "cut.pyth"
+    torch.save({"model_state": model.state_dict()}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(model, str(path))
+    assert "cut.pyth" in _one_line(err)
+
+
+def test_missing_checkpoint(tmp_path, make_tiny):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(make_tiny(), str(tmp_path / "absent.pth"))

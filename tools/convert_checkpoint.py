@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Convert a checkpoint of any supported format into this project's weights format.
+
+    python tools/convert_checkpoint.py MViTv2_T_in1k.pyth mvitv2_t.pyth --model mvitv2_t
+    python tools/convert_checkpoint.py mvitv2-tiny_3rdparty_in1k_20220722-db7beeef.pth t.pyth --model mvitv2_t
+
+With ``--model`` (a zoo name or config yaml, plus optional field overrides) the weights are loaded strictly
+into that architecture first, so a file that does not match fails here and not later; the output then also
+records the model config. Without it only the key names are converted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mvit.checkpoint import (  # noqa: E402
+    CheckpointError,
+    atomic_save,
+    convert_state_dict,
+    detect_format,
+    load_checkpoint,
+    read_checkpoint,
+    save_weights,
+    unwrap_state_dict,
+)
+from mvit.checkpoint.formats import WEIGHTS_FORMAT  # noqa: E402
+from mvit.models import create_model  # noqa: E402
+
+
+def _parse_overrides(items):
+    overrides = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    return overrides
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src")
+    parser.add_argument("dst")
+    parser.add_argument("--model", help="zoo name or config yaml to verify against (recommended)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="MViTConfig overrides")
+    args = parser.parse_args(argv)
+    try:
+        if args.model:
+            model = create_model(args.model, **_parse_overrides(args.set))
+            report = load_checkpoint(model, args.src, strict=True, log=False)
+            save_weights(model, args.dst, extra={"converted_from": report.format})
+            print(f"{args.src}: {report.format} -> {args.dst} ({len(report.loaded)} tensors, verified on {args.model})")
+        else:
+            raw, hint = unwrap_state_dict(read_checkpoint(args.src))
+            fmt = detect_format(raw, hint)
+            atomic_save({"format": WEIGHTS_FORMAT, "model": convert_state_dict(raw, fmt)}, args.dst)
+            print(f"{args.src}: {fmt} -> {args.dst} ({len(raw)} tensors, keys renamed only)")
+    except (CheckpointError, KeyError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

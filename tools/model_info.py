@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Parameters and FLOPs (fvcore) of a zoo model or a config, per operator type.
+
+    python tools/model_info.py mvitv2_t
+    python tools/model_info.py --cfg configs/K400/MVITv2_S_16x4.yaml
+    python tools/model_info.py --zoo-table          # the README's model zoo table (all models)
+
+FLOPs follow fvcore: batch 1, one multiply-add counted as one flop. The explicit attention path is used
+for counting because fvcore has no handle for fused attention kernels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Dict, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+import mvit  # noqa: E402
+from mvit.models import MViT, get_model_config, model_info  # noqa: E402
+
+
+def count(model: MViT) -> Tuple[int, float, Dict[str, float]]:
+    """(parameters, GFLOPs, GFLOPs per operator type) at the model's build size."""
+    from fvcore.nn import FlopCountAnalysis
+
+    params = sum(p.numel() for p in model.parameters())
+    x = torch.randn(1, model.in_chans, *model.cfg.input_size)
+    flops = FlopCountAnalysis(model.eval(), x)
+    flops.unsupported_ops_warnings(False)
+    flops.uncalled_modules_warnings(False)
+    by_op = {op: v / 1e9 for op, v in sorted(flops.by_operator().items(), key=lambda kv: -kv[1])}
+    return params, flops.total() / 1e9, by_op
+
+
+def zoo_table() -> str:
+    rows = [
+        "| model | input | params | GFLOPs | published top-1 (reference) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name in mvit.list_models():
+        info = model_info(name)
+        model = MViT(get_model_config(name, attn_impl="explicit"))
+        params, gflops, _ = count(model)
+        size = "x".join(str(s) for s in model.cfg.input_size)
+        top1 = f"{info.published_top1:.1f}" if info.published_top1 else "-"
+        rows.append(f"| `{name}` | {size} | {params:,} | {gflops:.3f} | {top1} |")
+        print(rows[-1], file=sys.stderr, flush=True)
+    return "\n".join(rows)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", nargs="?", help="zoo name (see --list)")
+    parser.add_argument("--cfg", help="experiment config yaml instead of a zoo name")
+    parser.add_argument("--list", action="store_true", help="list zoo names")
+    parser.add_argument("--zoo-table", action="store_true", help="print the markdown table of every zoo model")
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(False)
+    if args.list:
+        print("\n".join(mvit.list_models()))
+        return
+    if args.zoo_table:
+        print(zoo_table())
+        return
+    if not (args.name or args.cfg):
+        parser.error("give a zoo name or --cfg FILE")
+    model = MViT(get_model_config(args.cfg or args.name, attn_impl="explicit"))
+    params, gflops, by_op = count(model)
+    print(f"model: {args.cfg or args.name}  input: {tuple(model.cfg.input_size)}")
+    print(f"parameters: {params:,}")
+    print(f"GFLOPs: {gflops:.3f}")
+    for op, value in by_op.items():
+        print(f"  {op:<24s} {value:10.3f}  ({100 * value / gflops:5.1f}%)")
+
+
+if __name__ == "__main__":
+    main()
