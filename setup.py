@@ -20,8 +20,9 @@ setup(
         "av",
         "pytorchvideo==0.1.5",
         "setuptools<81",
+        "scikit-learn",  # tools/prepare_digits.py (the demo data)
     ],
     extras_require={
-        "dev": ["pytest", "ruff", "scikit-learn", "scikit-image", "scikit-video", "onnx", "onnxruntime", "onnxscript"],
+        "dev": ["pytest", "ruff", "scikit-image", "scikit-video", "onnx", "onnxruntime", "onnxscript"],
     },
 )

@@ -1,0 +1,148 @@
+"""Deterministic, resumable, sharded data loading.
+
+The order of an epoch is a pure function of ``(seed, epoch)`` and every item is augmented under generators
+seeded by ``(seed, epoch, index)``. So the batch at a given iteration never depends on the process's history:
+a run resumed in the middle of an epoch (the sampler skips what was consumed) sees exactly the batches an
+uninterrupted run sees, with any number of workers, persistent or not.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..utils.rng import derive_seed, forked_rng
+
+__all__ = ["EpochShardSampler", "SeededDataset", "build_loader", "collate_items"]
+
+
+class EpochShardSampler(Sampler[tuple[int, int]]):
+    """One rank's share of a dataset, yielding ``(epoch, index)`` keys for :class:`SeededDataset`.
+
+    torch's ``DistributedSampler`` shards alike but can neither skip the items consumed before a resume nor
+    pass the epoch on to the dataset, hence this one.
+
+    Args:
+        size: number of items in the dataset.
+        shuffle: permute with a generator seeded by ``(seed, epoch)``; otherwise keep the dataset order.
+        seed: experiment seed.
+        rank, world_size: this process's shard is ``order[rank::world_size]``.
+        pad: repeat items so that every rank gets the same count (training: equal iteration counts for DDP).
+            Without padding (evaluation) every item is seen exactly once over all ranks.
+    """
+
+    def __init__(
+        self, size: int, *, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, pad: bool = True
+    ) -> None:
+        if size <= 0:
+            raise ValueError("cannot sample from an empty dataset")
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch and skip the first ``start`` items of this rank's shard (already consumed)."""
+        self.epoch, self.start = epoch, start
+
+    def shard(self) -> list[int]:
+        """Dataset indices of this rank for the current epoch, before skipping."""
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+            order = torch.randperm(self.size, generator=gen).tolist()
+        else:
+            order = list(range(self.size))
+        if self.pad and self.size % self.world_size:
+            total = math.ceil(self.size / self.world_size) * self.world_size
+            order = (order * math.ceil(total / self.size))[:total]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self.shard()[self.start :]:
+            yield self.epoch, index
+
+    def __len__(self) -> int:
+        if self.pad:
+            per_rank = math.ceil(self.size / self.world_size)
+        else:
+            per_rank = len(range(self.rank, self.size, self.world_size))
+        return max(per_rank - self.start, 0)
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so that item ``(epoch, index)`` is produced under RNGs seeded by ``(seed, epoch, index)``.
+
+    The process's own generators are restored afterwards, so loading in the main process (no workers) does
+    not disturb the model's randomness (dropout, drop path, mixup).
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        with forked_rng(derive_seed(self.seed, epoch, index)):
+            return self.dataset[index]
+
+
+def collate_items(batch: Sequence[tuple[Any, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack ``(inputs, label, index)`` items into ``(inputs (B, ...), labels (B,), indices (B,))``.
+
+    An item whose ``inputs`` is a list of tensors (repeated augmentation) contributes one row per tensor,
+    with its label and index repeated.
+    """
+    inputs, labels, indices = [], [], []
+    for x, label, index in batch:
+        views = x if isinstance(x, (list, tuple)) else (x,)
+        for view in views:
+            inputs.append(view)
+            labels.append(int(label))
+            indices.append(int(index))
+    return torch.stack(inputs), torch.tensor(labels, dtype=torch.long), torch.tensor(indices, dtype=torch.long)
+
+
+def build_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    train: bool,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A loader over one rank's shard of ``dataset``.
+
+    Args:
+        batch_size: items per batch on this rank.
+        train: shuffle, pad the shard so that all ranks have equal length, drop the last partial batch and
+            keep workers alive between epochs; otherwise dataset order, every item exactly once over ranks.
+
+    Call ``loader.sampler.set_epoch(epoch, start)`` before iterating.
+    """
+    sampler = EpochShardSampler(
+        len(dataset),  # type: ignore[arg-type]
+        shuffle=train,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        pad=train,
+    )
+    return DataLoader(
+        SeededDataset(dataset, seed),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=train,
+        collate_fn=collate_items,
+        persistent_workers=train and num_workers > 0,
+        # A private generator: creating an iterator must not consume the global torch RNG (resume exactness).
+        generator=torch.Generator().manual_seed(seed),
+    )

@@ -1,0 +1,139 @@
+"""Epoch-based training loop with hooks (detectron2's ``train_loop`` pattern).
+
+The loop only counts positions and calls hooks; what happens at each point (lr schedule, EMA, evaluation,
+checkpoints, logs, progress bars, preemption) is a hook. A hook's ``state_dict`` is saved in the training
+checkpoint under its :attr:`HookBase.name` and restored on resume.
+
+Position convention: ``trainer.epoch`` is the epoch being trained (0-based) and ``trainer.iter`` the number of
+iterations (optimizer steps) completed in it; ``trainer.step`` counts steps since the start of training. A
+checkpoint stores the position to continue from.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any, Optional, Sequence
+
+__all__ = ["HookBase", "TrainerBase"]
+
+logger = logging.getLogger(__name__)
+
+
+class HookBase:
+    """Base class of trainer hooks; override any subset of the six points and the state methods.
+
+    Attributes:
+        trainer: a weak reference to the trainer, set by :meth:`TrainerBase.register_hooks`.
+    """
+
+    trainer: TrainerBase
+
+    @property
+    def name(self) -> str:
+        """Key of this hook's state in checkpoints."""
+        return type(self).__name__
+
+    def before_train(self) -> None: ...
+
+    def after_train(self) -> None: ...
+
+    def before_epoch(self) -> None: ...
+
+    def after_epoch(self) -> None: ...
+
+    def before_step(self) -> None: ...
+
+    def after_step(self) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class TrainerBase:
+    """Runs ``run_step`` ``iters_per_epoch`` times per epoch from the current position to ``max_epoch``.
+
+    Subclasses implement :meth:`run_step` and may override :meth:`start_epoch` (e.g. to position a data
+    iterator at ``self.iter``).
+    """
+
+    def __init__(self, iters_per_epoch: int, max_epoch: int) -> None:
+        if iters_per_epoch <= 0:
+            raise ValueError(f"an epoch needs at least one iteration, got iters_per_epoch={iters_per_epoch}")
+        self.iters_per_epoch, self.max_epoch = iters_per_epoch, max_epoch
+        self.epoch = self.iter = self.step = 0
+        self._hooks: list[HookBase] = []
+
+    # ------------------------------------------------------------------ hooks
+    @property
+    def hooks(self) -> Sequence[HookBase]:
+        return tuple(self._hooks)
+
+    def register_hooks(self, hooks: Sequence[Optional[HookBase]]) -> None:
+        """Append hooks (``None`` entries are ignored); they run in registration order."""
+        for hook in hooks:
+            if hook is None:
+                continue
+            # A weak proxy avoids a trainer <-> hook reference cycle.
+            hook.trainer = weakref.proxy(self)
+            self._hooks.append(hook)
+
+    def _call(self, point: str) -> None:
+        for hook in self._hooks:
+            getattr(hook, point)()
+
+    # ------------------------------------------------------------------ loop
+    @property
+    def epoch_float(self) -> float:
+        """Progress in epochs at the current position (used by the lr schedule)."""
+        return self.epoch + self.iter / self.iters_per_epoch
+
+    def start_epoch(self) -> None:
+        """Called at the start of each epoch (also when resuming in the middle of one), before the hooks."""
+
+    def run_step(self) -> None:
+        raise NotImplementedError
+
+    def train(self) -> None:
+        """Train from the current position (0, 0 or a resumed one) to the end of ``max_epoch``."""
+        logger.info(
+            "training from epoch %d iteration %d to epoch %d (%d iterations per epoch)",
+            self.epoch,
+            self.iter,
+            self.max_epoch,
+            self.iters_per_epoch,
+        )
+        self._call("before_train")
+        try:
+            while self.epoch < self.max_epoch:
+                self.start_epoch()
+                self._call("before_epoch")
+                while self.iter < self.iters_per_epoch:
+                    self._call("before_step")
+                    self.run_step()
+                    self.iter += 1
+                    self.step += 1
+                    self._call("after_step")
+                self._call("after_epoch")
+                self.epoch += 1
+                self.iter = 0
+        finally:
+            self._call("after_train")
+
+    # ------------------------------------------------------------------ state
+    def position(self, epoch_done: bool = False) -> dict[str, int]:
+        """Where a resumed run continues: the next epoch when ``epoch_done`` (called from ``after_epoch``)."""
+        if epoch_done:
+            return {"epoch": self.epoch + 1, "iter": 0, "step": self.step}
+        return {"epoch": self.epoch, "iter": self.iter, "step": self.step}
+
+    def hooks_state_dict(self) -> dict[str, Any]:
+        return {h.name: s for h in self._hooks if (s := h.state_dict())}
+
+    def load_hooks_state_dict(self, states: dict[str, Any]) -> None:
+        for hook in self._hooks:
+            if hook.name in states:
+                hook.load_state_dict(states[hook.name])

@@ -1,0 +1,1 @@
+"""Utilities of the engine: distributed helpers, logging set-up, random states."""

@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""Train and/or test an MViTv2 model (images or video), as PySlowFast's ``run_net``.
+
+    python tools/run_net.py --cfg configs/IN1K/MVITv2_T.yaml DATA.PATH_TO_DATA_DIR /data/imagenet [KEY VALUE ...]
+
+Config: core defaults + every project's ``add_*_config`` + the yaml (its ``_BASE_`` chain) + the overrides.
+``TRAIN.ENABLE`` / ``TEST.ENABLE`` choose the jobs. Processes: torchrun / submitit environments (``RANK``,
+``WORLD_SIZE``) are joined; otherwise ``NUM_GPUS`` processes are spawned when ``NUM_GPUS * NUM_SHARDS > 1``
+(see :mod:`mvit.engine.launch`). A run restarted with the same command resumes from the newest valid checkpoint
+in ``OUTPUT_DIR``.
+
+Exit codes: 0 done; 2 bad input (config, data, checkpoint; one line on stderr); 75 stopped by a signal after
+saving a checkpoint (run the same command again to resume).
+
+``main(argv)`` is importable by path (the SLURM launcher calls it in each task).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from typing import Optional, Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mvit.config import load_config  # noqa: E402
+from mvit.engine import launch, run  # noqa: E402
+from mvit.engine.launch import USER_ERRORS  # noqa: E402
+from mvit.engine.plugins import load_projects  # noqa: E402
+from mvit.engine.preemption import PREEMPTED_EXIT_CODE, Preempted  # noqa: E402
+
+_SIGNALS = {"TERM": signal.SIGTERM, "USR1": signal.SIGUSR1, "USR2": signal.SIGUSR2, "INT": signal.SIGINT}
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cfg", dest="cfg_file", required=True, help="config yaml (may use _BASE_)")
+    parser.add_argument(
+        "--stop-signals",
+        default="TERM,USR1",
+        help="comma-separated signals that make training checkpoint and stop at the next iteration "
+        f"(exit code {PREEMPTED_EXIT_CODE}); 'none' to keep Python's defaults (default: %(default)s)",
+    )
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
+    return parser.parse_args(argv)
+
+
+def _signals(spec: str) -> list[int]:
+    if spec.strip().lower() in ("", "none"):
+        return []
+    try:
+        return [_SIGNALS[s.strip().upper().removeprefix("SIG")] for s in spec.split(",")]
+    except KeyError as err:
+        raise SystemExit(f"error: --stop-signals: unknown signal {err.args[0]!r} (known: {sorted(_SIGNALS)})") from None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    args = parse_args(argv)
+    stop_signals = _signals(args.stop_signals)
+    try:
+        modules, extensions = load_projects()
+        cfg = load_config(args.cfg_file, args.opts, extensions=extensions)
+        launch(cfg, run, modules=modules, stop_signals=stop_signals)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Preempted as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
+    except SystemExit as err:  # spawned processes report user errors / preemption by exit code
+        return int(err.code) if isinstance(err.code, int) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
