@@ -9,6 +9,7 @@ uninterrupted run sees, with any number of workers, persistent or not.
 from __future__ import annotations
 
 import math
+import signal
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -106,6 +107,12 @@ def collate_items(batch: Sequence[tuple[Any, int, int]]) -> tuple[torch.Tensor, 
     return torch.stack(inputs), torch.tensor(labels, dtype=torch.long), torch.tensor(indices, dtype=torch.long)
 
 
+def _worker_ignores_sigterm(_worker_id: int) -> None:
+    # SLURM sends SIGTERM to every process of a job on preemption; the main process checkpoints at the next
+    # iteration boundary, which needs the loader workers alive until then.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def build_loader(
     dataset: Dataset,
     *,
@@ -143,6 +150,7 @@ def build_loader(
         drop_last=train,
         collate_fn=collate_items,
         persistent_workers=train and num_workers > 0,
+        worker_init_fn=_worker_ignores_sigterm if num_workers > 0 else None,
         # A private generator: creating an iterator must not consume the global torch RNG (resume exactness).
         generator=torch.Generator().manual_seed(seed),
     )

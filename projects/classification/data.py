@@ -16,6 +16,7 @@ import torch
 from fvcore.common.config import CfgNode
 from PIL import Image
 from timm.data import create_transform
+from timm.data.auto_augment import RandAugment
 from torch.utils.data import Dataset
 
 from mvit.engine import UserError
@@ -54,7 +55,7 @@ def build_transform(cfg: CfgNode, is_training: bool) -> Callable[[Image.Image], 
         return create_transform(
             cfg.DATA.TRAIN_CROP_SIZE, is_training=True, no_aug=True, interpolation=interpolation, mean=mean, std=std
         )
-    return create_transform(
+    transform = create_transform(
         cfg.DATA.TRAIN_CROP_SIZE,
         is_training=True,
         scale=tuple(cfg.AUG.SCALE),
@@ -69,6 +70,21 @@ def build_transform(cfg: CfgNode, is_training: bool) -> Callable[[Image.Image], 
         re_mode=cfg.AUG.RE_MODE,
         re_count=cfg.AUG.RE_COUNT,
     )
+    return cap_rand_augment_magnitude(transform)
+
+
+def cap_rand_augment_magnitude(transform: Callable, limit: float = 9.99) -> Callable:
+    """Keep timm's RandAugment magnitudes below 10.
+
+    With ``mstd`` > 0 the sampled magnitude reaches the maximum 10, where PosterizeIncreasing asks Pillow for 0 bits
+    and Pillow >= 12 raises (about 1 call in 300 of rand-m9-n6-mstd0.5-inc1), which would end a loader worker.
+    create_transform cannot pass timm's ``magnitude_max`` hparam, so it is set on the built ops.
+    """
+    for t in getattr(transform, "transforms", ()):
+        if isinstance(t, RandAugment):
+            for op in t.ops:
+                op.magnitude_max = min(op.magnitude_max or limit, limit)
+    return transform
 
 
 def load_image(path: str) -> Image.Image:

@@ -85,3 +85,22 @@ def test_fine_tuning_loads_the_backbone_and_replaces_the_head(image_tree, tiny_c
         if not name.startswith("head."):
             assert torch.equal(value, after[name]), name
     assert "head.projection.weight" in (dst / "log.txt").read_text()  # reported as left at initial values
+
+
+def test_rand_augment_survives_its_maximum_magnitude():
+    import numpy as np
+    from PIL import Image
+    from timm.data.auto_augment import RandAugment
+
+    from mvit.config import load_config
+    from projects.classification import add_classification_config
+    from projects.classification.data import build_transform
+
+    cfg = load_config(None, ["DATA.TRAIN_CROP_SIZE", "32"], extensions=[add_classification_config])
+    transform = build_transform(cfg, is_training=True)
+    rand_augment = next(t for t in transform.transforms if isinstance(t, RandAugment))
+    image = Image.fromarray((np.random.default_rng(0).random((40, 40, 3)) * 255).astype("uint8"))
+    for op in rand_augment.ops:
+        op.magnitude, op.magnitude_std = 10.0, 0.0  # the largest magnitude sampling can draw
+        op.prob = 1.0
+        op(image)

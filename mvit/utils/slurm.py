@@ -1,0 +1,439 @@
+"""Submit training to SLURM (or run it on this machine) with submitit, and survive preemption and time limits.
+
+``tools/submit.py`` is a thin wrapper over :func:`get_args_parser` and :func:`submit`. A job runs one task per
+GPU (or ``--tasks-per-node`` CPU processes); each task exports the ``torch.distributed`` environment submitit
+derives from SLURM (``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and calls the
+entry point's ``main`` in-process, which joins that process group instead of spawning processes.
+
+Preemption and time limits (see ``tools/slurm_local/README.md``):
+
+- ``SIGUSR2``, which SLURM sends ``--signal-delay`` seconds before the time limit (submitit's ``--signal``):
+  the trainer checkpoints at the next iteration boundary and rank 0 requeues the job (``scontrol requeue``).
+- ``SIGTERM``, which SLURM sends on preemption, ``scontrol requeue`` and ``scancel``: the trainer checkpoints
+  the same way and the task exits; SLURM itself requeues the job (or ends it, for ``scancel``).
+
+Either way the requeued job keeps its id and job folder, and the engine's auto-resume continues from the
+checkpoint with the same epoch, iteration, optimizer, scheduler and RNG state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any, Optional, Sequence
+
+import submitit
+
+__all__ = ["TARGETS", "Target", "TrainingJob", "executor_parameters", "get_args_parser", "submit"]
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """An entry point a job can run.
+
+    Args:
+        script: path relative to the repository root of a script exposing ``main``.
+        cooperative_stop: whether its trainer honours :func:`mvit.engine.preemption.request_stop` (checkpoint
+            at the next iteration, then raise ``Preempted``). Otherwise submitit's own handlers stay: on SIGUSR2
+            the job requeues at once and resumes from the entry point's last periodic checkpoint.
+    """
+
+    script: str
+    cooperative_stop: bool
+
+
+TARGETS = {
+    "run_net": Target("tools/run_net.py", cooperative_stop=True),
+    # detectron2's trainer has no stop hook yet: submitit requeues it and `--resume` continues.
+    "detection": Target("projects/detection/train_net.py", cooperative_stop=False),
+}
+# What a task's entry point returns when it checkpointed and stopped on a signal.
+_STOPPED = object()
+# Exit code of a task that checkpointed and asked to be requeued; submitit's local executor restarts the
+# tasks when one exits with it (SLURM requeues through ``scontrol requeue`` instead).
+REQUEUE_EXIT_CODE = 144
+# Exit code of a task that checkpointed because SLURM is ending the job (128 + SIGTERM, as a shell reports it).
+TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
+
+
+def get_args_parser(description: Optional[str] = None, add_help: bool = True) -> argparse.ArgumentParser:
+    """Command-line options shared by every submit entry point (experiment, resources, scheduler)."""
+    parser = argparse.ArgumentParser(description=description, add_help=add_help)
+    exp = parser.add_argument_group("experiment")
+    exp.add_argument("--cfg", required=True, help="config file of the entry point (yaml or LazyConfig .py)")
+    exp.add_argument(
+        "--target",
+        choices=sorted(TARGETS),
+        default="run_net",
+        help="entry point: run_net (image and video classification, the default) or detection (detectron2 train_net)",
+    )
+    exp.add_argument(
+        "--job-dir",
+        required=True,
+        help="shared folder for logs, the merged config and checkpoints (becomes OUTPUT_DIR); %%j = job id",
+    )
+    exp.add_argument("--name", default=None, help="SLURM job name (default: the config's file name)")
+    exp.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="config overrides passed to the entry point (KEY VALUE pairs; key=value for LazyConfigs)",
+    )
+
+    res = parser.add_argument_group("resources")
+    res.add_argument("--nodes", type=int, default=1, help="number of nodes (default: %(default)s)")
+    res.add_argument(
+        "--gpus-per-node",
+        type=int,
+        default=8,
+        help="GPUs per node, one task each; 0 for a CPU job (default: %(default)s)",
+    )
+    res.add_argument(
+        "--tasks-per-node",
+        type=int,
+        default=None,
+        help="processes per node (default: one per GPU, or 1 for a CPU job)",
+    )
+    res.add_argument(
+        "--cpus-per-task", type=int, default=None, help="CPU cores per task (default: 10 with GPUs, 1 without)"
+    )
+    res.add_argument(
+        "--mem-gb", type=float, default=None, help="memory per node in GB (default: the cluster's; 0: all of it)"
+    )
+    res.add_argument("--time", type=int, default=4320, help="time limit in minutes (default: %(default)s)")
+
+    sched = parser.add_argument_group("scheduler")
+    sched.add_argument(
+        "--cluster",
+        choices=("slurm", "local", "debug"),
+        default=None,
+        help="executor (default: slurm when sbatch is on PATH, local otherwise)",
+    )
+    sched.add_argument("--partition", default=None, help="SLURM partition")
+    sched.add_argument("--account", default=None, help="SLURM account")
+    sched.add_argument("--qos", default=None, help="SLURM quality of service")
+    sched.add_argument("--constraint", default=None, help="SLURM node features, e.g. volta32gb")
+    sched.add_argument("--comment", default=None, help="SLURM comment")
+    sched.add_argument("--exclude", default=None, help="nodes to leave out")
+    sched.add_argument(
+        "--signal-delay",
+        type=int,
+        default=120,
+        help="seconds before the time limit at which the job is told to checkpoint and requeue (SIGUSR2; default: "
+        "%(default)s)",
+    )
+    sched.add_argument(
+        "--max-num-timeout",
+        type=int,
+        default=20,
+        help="time-limit requeues allowed by submitit's own handler, for entry points without cooperative stop "
+        "(default: %(default)s)",
+    )
+    return parser
+
+
+def _tasks_per_node(args: argparse.Namespace) -> int:
+    if args.tasks_per_node is not None:
+        return args.tasks_per_node
+    return args.gpus_per_node if args.gpus_per_node > 0 else 1
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """One-line errors for options that would otherwise fail inside the job."""
+    for name in ("nodes", "time"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.gpus_per_node < 0:
+        raise ValueError(f"--gpus-per-node must be >= 0, got {args.gpus_per_node}")
+    if args.tasks_per_node is not None and args.tasks_per_node < 1:
+        raise ValueError(f"--tasks-per-node must be at least 1, got {args.tasks_per_node}")
+    if args.gpus_per_node and _tasks_per_node(args) != args.gpus_per_node:
+        raise ValueError(
+            f"--tasks-per-node ({args.tasks_per_node}) must equal --gpus-per-node ({args.gpus_per_node}): "
+            "one task per GPU"
+        )
+    if not Path(args.cfg).is_file():
+        raise FileNotFoundError(f"--cfg: no such config file: {args.cfg}")
+    script = REPO_ROOT / TARGETS[args.target].script
+    if not script.is_file():
+        raise FileNotFoundError(f"--target {args.target}: entry point {script} does not exist")
+    opts = _overrides(args)
+    misplaced = [o for o in opts if o.startswith("--")]
+    if misplaced:
+        raise ValueError(f"options go before the config overrides: {' '.join(misplaced)}")
+    if args.target == "run_net":
+        if len(opts) % 2:
+            raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd number: {' '.join(opts)}")
+        taken = sorted({"OUTPUT_DIR", "NUM_GPUS", "NUM_SHARDS", "SHARD_ID"}.intersection(opts[::2]))
+    else:
+        taken = [o.split("=")[0] for o in opts if o.startswith("train.output_dir=")]
+    if taken:
+        raise ValueError(f"{', '.join(taken)}: set by submit.py from --job-dir, --nodes and --tasks-per-node")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The config overrides, without the ``--`` that may separate them from the options."""
+    return list(args.opts[1:] if args.opts[:1] == ["--"] else args.opts)
+
+
+def executor_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """submitit ``update_parameters`` keywords for the parsed options (``slurm_*`` ones are ignored locally)."""
+    cpus = args.cpus_per_task if args.cpus_per_task is not None else (10 if args.gpus_per_node else 1)
+    params: dict[str, Any] = {
+        "name": args.name or Path(args.cfg).stem,
+        "nodes": args.nodes,
+        "tasks_per_node": _tasks_per_node(args),
+        "cpus_per_task": cpus,
+        "timeout_min": args.time,
+        "slurm_signal_delay_s": args.signal_delay,
+    }
+    if args.gpus_per_node:
+        params["gpus_per_node"] = args.gpus_per_node
+    if args.mem_gb is not None:
+        params["mem_gb"] = args.mem_gb
+    for opt in ("partition", "account", "qos", "constraint", "comment", "exclude"):
+        if getattr(args, opt):
+            params[f"slurm_{opt}"] = getattr(args, opt)
+    return params
+
+
+def _entry_argv(target: str, cfg: str, opts: Sequence[str], output_dir: str, tasks: int, nodes: int) -> list[str]:
+    """Command line of the entry point inside one task."""
+    if target == "run_net":
+        launch = ["NUM_GPUS", str(tasks), "NUM_SHARDS", str(nodes)]
+        # The task's own handlers (TrainingJob) turn signals into stop requests; run_net must not replace them.
+        return ["--cfg", cfg, "--stop-signals", "none", *opts, *launch, "OUTPUT_DIR", output_dir]
+    # detectron2's argument parser; --resume continues from OUTPUT_DIR's last checkpoint after a requeue.
+    return [
+        "--config-file",
+        cfg,
+        "--resume",
+        "--num-gpus",
+        str(tasks),
+        "--num-machines",
+        str(nodes),
+        *opts,
+        f"train.output_dir={output_dir}",
+    ]
+
+
+def _load_script(path: str) -> ModuleType:
+    """Import an entry-point script by path (``tools/`` is not a package)."""
+    name = "_mvit_entry_" + Path(path).stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import entry point {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclasses.dataclass
+class TrainingJob:
+    """The callable submitit pickles and runs once per task; checkpointable, so SLURM can requeue it.
+
+    Args:
+        target: a key of :data:`TARGETS`.
+        script: absolute path of the entry point (fixed at submission).
+        cfg: config file.
+        opts: config overrides.
+        job_dir: job folder (``%j`` is replaced by the job id); the entry point's OUTPUT_DIR.
+        cpus_per_task: intra-op threads of each task.
+    """
+
+    target: str
+    script: str
+    cfg: str
+    opts: list[str]
+    job_dir: str
+    cpus_per_task: int = 1
+    _requeue_requested: bool = dataclasses.field(default=False, init=False, repr=False)
+
+    def output_dir(self, job_id: str) -> str:
+        return self.job_dir.replace("%j", job_id)
+
+    def __call__(self) -> Optional[Any]:
+        # Imported here: submitit unpickles this object before the job's own logging and threads are set up.
+        import torch
+
+        from mvit.engine.preemption import Preempted
+
+        _task_logging()
+        job_env = submitit.JobEnvironment()
+        dist_env = submitit.helpers.TorchDistributedEnvironment()
+        # Like torchrun: every task sees all of the node's GPUs and picks cuda:LOCAL_RANK.
+        dist_env.export(set_cuda_visible_devices=False, overwrite=True)
+        threads = int(os.environ.get("SLURM_CPUS_PER_TASK", self.cpus_per_task))
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+        if TARGETS[self.target].cooperative_stop:
+            self._install_signal_handlers()
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0))
+        logger.info(
+            "%s: rank %d/%d (local %d) on %s, master %s:%d, restart %d",
+            job_env,
+            dist_env.rank,
+            dist_env.world_size,
+            dist_env.local_rank,
+            job_env.hostname,
+            dist_env.master_addr,
+            dist_env.master_port,
+            restarts,
+        )
+        argv = _entry_argv(
+            self.target,
+            self.cfg,
+            self.opts,
+            self.output_dir(job_env.job_id),
+            tasks=dist_env.local_world_size,
+            nodes=job_env.num_nodes,
+        )
+        try:
+            result = self._run(argv, dist_env)
+        except Preempted as stop:
+            logger.warning("%s", stop)
+            result = _STOPPED
+        if result is _STOPPED:
+            self._exit_after_checkpoint(job_env, dist_env.rank)
+        return result
+
+    def checkpoint(self) -> submitit.helpers.DelayedSubmission:
+        """submitit's hook on SIGUSR2 before our handlers are installed: requeue as is; resume does the rest."""
+        return submitit.helpers.DelayedSubmission(self)
+
+    # -- inside the task --------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        """Replace submitit's handlers (which exit mid-iteration) with stop requests the trainer honours."""
+        from mvit.engine.preemption import request_stop
+
+        def on_usr2(signum: int, _frame: Optional[FrameType]) -> None:
+            self._requeue_requested = True
+            request_stop("received SIGUSR2: time limit near, checkpoint and requeue")
+
+        def on_term(signum: int, _frame: Optional[FrameType]) -> None:
+            request_stop("received SIGTERM: SLURM is ending or requeueing the job")
+
+        signal.signal(signal.SIGUSR2, on_usr2)
+        signal.signal(signal.SIGTERM, on_term)
+        # SLURM sends SIGCONT with SIGTERM; the default action (continue) is what we want.
+        signal.signal(signal.SIGCONT, signal.SIG_DFL)
+
+    def _run(self, argv: list[str], dist_env: submitit.helpers.TorchDistributedEnvironment) -> Optional[Any]:
+        from mvit.engine.preemption import PREEMPTED_EXIT_CODE
+
+        module = _load_script(self.script)
+        if self.target != "run_net":
+            return _run_detectron2(module, argv, dist_env)
+        code = module.main(argv)
+        if code == PREEMPTED_EXIT_CODE:  # run_net caught Preempted after its checkpoint and logged where
+            return _STOPPED
+        if code:
+            # run_net already printed the one-line reason (exit code 2: bad config, data or checkpoint).
+            raise RuntimeError(f"{self.script} exited with code {code}; see this task's log")
+        return code
+
+    def _exit_after_checkpoint(self, job_env: submitit.JobEnvironment, rank: int) -> None:
+        """Leave the task without a submitit result, so the job is not reported finished before it is."""
+        # SLURM's SIGTERM for the requeue may land during interpreter shutdown, when Python's handlers are gone;
+        # it also ends data-loader workers, whose death torch's SIGCHLD handler would raise as an error here.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if not self._requeue_requested:
+            # SIGTERM: SLURM requeues a preempted job itself (or was asked to cancel it); nothing to do.
+            logger.info("checkpoint written; exiting, SLURM decides whether the job comes back")
+            sys.exit(TERMINATED_EXIT_CODE)
+        if rank == 0 and job_env.cluster == "slurm":
+            logger.info("checkpoint written; requeueing job %s", job_env.job_id)
+            subprocess.run(["scontrol", "requeue", job_env.job_id], check=True, timeout=60)
+        sys.exit(REQUEUE_EXIT_CODE)
+
+
+def _task_logging() -> None:
+    """Give this module's messages a place in the task's stderr log before the entry point sets up logging."""
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname).1s %(name)s] %(message)s", "%m/%d %H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # the entry point's handlers on "mvit" would print it twice
+
+
+def _run_detectron2(
+    module: ModuleType, argv: list[str], dist_env: submitit.helpers.TorchDistributedEnvironment
+) -> Optional[Any]:
+    """Run a detectron2 ``main(args)`` in this task: what ``detectron2.engine.launch`` does in each worker."""
+    import torch
+    import torch.distributed as dist
+    from detectron2.engine import default_argument_parser
+    from detectron2.utils import comm
+
+    parse_args = getattr(module, "parse_args", default_argument_parser().parse_args)
+    args = parse_args(argv)
+    if dist_env.world_size > 1:
+        has_gpu = torch.cuda.is_available()
+        if has_gpu:
+            torch.cuda.set_device(dist_env.local_rank)
+        dist.init_process_group(backend="nccl" if has_gpu else "gloo", init_method="env://")
+        comm.create_local_process_group(dist_env.local_world_size)
+        comm.synchronize()
+    try:
+        return module.main(args)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _use_repo_on_path() -> None:
+    """Jobs inherit the environment: make ``mvit`` and ``projects`` importable there without an install."""
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(REPO_ROOT) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, paths)])
+
+
+def submit(args: argparse.Namespace) -> submitit.Job:
+    """Submit the training job described by parsed :func:`get_args_parser` options.
+
+    Returns:
+        The submitted job; on the local executor it runs on this machine in the background.
+    """
+    _check_args(args)
+    cluster = args.cluster or ("slurm" if shutil.which("sbatch") else "local")
+    if cluster != "slurm" and args.nodes > 1:
+        why = "sbatch is not on PATH" if args.cluster is None else f"--cluster {cluster}"
+        raise ValueError(f"--nodes {args.nodes} needs SLURM ({why}: the job runs on this machine only)")
+    job_dir = Path(args.job_dir).absolute()
+    executor = submitit.AutoExecutor(
+        folder=job_dir / "submitit", cluster=cluster, slurm_max_num_timeout=args.max_num_timeout
+    )
+    params = executor_parameters(args)
+    executor.update_parameters(**params)
+    task = TrainingJob(
+        target=args.target,
+        script=str(REPO_ROOT / TARGETS[args.target].script),
+        cfg=str(Path(args.cfg).absolute()),
+        opts=_overrides(args),
+        job_dir=str(job_dir),
+        cpus_per_task=params["cpus_per_task"],
+    )
+    _use_repo_on_path()
+    job = executor.submit(task)
+    logger.info("submitted %s job %s (%s)", executor.cluster, job.job_id, task.target)
+    logger.info("job folder: %s", task.output_dir(str(job.job_id)))
+    logger.info("logs: %s", job.paths.stdout)
+    return job

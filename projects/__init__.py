@@ -1,0 +1,1 @@
+"""Task projects built on the mvit core: classification, video, detection."""

@@ -1,0 +1,91 @@
+"""The submit options without a cluster: what reaches submitit and sbatch, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import submitit
+
+from mvit.utils.slurm import TrainingJob, _entry_argv, executor_parameters, get_args_parser, submit
+
+ROOT = Path(__file__).resolve().parents[2]
+CFG = str(ROOT / "configs" / "IN1K" / "MVITv2_B.yaml")
+
+
+def parse(*argv: str):
+    return get_args_parser().parse_args(["--cfg", CFG, "--job-dir", "/tmp/job", *argv])
+
+
+def test_multi_node_gpu_job_parameters() -> None:
+    args = parse(
+        "--nodes", "4", "--gpus-per-node", "8", "--partition", "P", "--time", "4320", "--mem-gb", "0",
+        "--constraint", "volta32gb", "--comment", "c", "--account", "a", "--qos", "q", "DATA.PATH_TO_DATA_DIR", "/d",
+    )  # fmt: skip
+    params = executor_parameters(args)
+    assert params == {
+        "name": "MVITv2_B",
+        "nodes": 4,
+        "tasks_per_node": 8,  # one task per GPU
+        "gpus_per_node": 8,
+        "cpus_per_task": 10,
+        "timeout_min": 4320,
+        "mem_gb": 0,
+        "slurm_signal_delay_s": 120,
+        "slurm_partition": "P",
+        "slurm_constraint": "volta32gb",
+        "slurm_comment": "c",
+        "slurm_account": "a",
+        "slurm_qos": "q",
+    }
+    # submitit accepts every key and turns them into sbatch flags.
+    executor = submitit.AutoExecutor(folder="/tmp/job/submitit", cluster="slurm")
+    executor.update_parameters(**params)
+    script = executor._executor._make_submission_file_text("python -m x", "uid")
+    for flag in ("--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=8", "--partition=P", "--signal=USR2@120"):
+        assert f"#SBATCH {flag}" in script
+
+
+def test_cpu_job_gets_one_task_per_process() -> None:
+    params = executor_parameters(parse("--gpus-per-node", "0", "--tasks-per-node", "2"))
+    assert (params["tasks_per_node"], params["cpus_per_task"]) == (2, 1)
+    assert "gpus_per_node" not in params
+
+
+def test_entry_point_command_lines() -> None:
+    run_net = _entry_argv("run_net", "c.yaml", ["A", "1"], "/out", tasks=8, nodes=4)
+    assert run_net == [
+        "--cfg", "c.yaml", "--stop-signals", "none", "A", "1", "NUM_GPUS", "8", "NUM_SHARDS", "4", "OUTPUT_DIR", "/out",
+    ]  # fmt: skip
+    detection = _entry_argv("detection", "c.py", ["train.max_iter=9"], "/out", tasks=8, nodes=4)
+    assert detection[:3] == ["--config-file", "c.py", "--resume"]
+    assert detection[-2:] == ["train.max_iter=9", "train.output_dir=/out"]
+
+
+def test_job_dir_placeholder_is_the_job_id() -> None:
+    job = TrainingJob("run_net", "tools/run_net.py", "c.yaml", [], "/ckpt/%j")
+    assert job.output_dir("1234") == "/ckpt/1234"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--nodes", "0"], "--nodes must be at least 1"),
+        (["--gpus-per-node", "8", "--tasks-per-node", "2"], "must equal --gpus-per-node"),
+        (["DATA.PATH_TO_DATA_DIR"], "KEY VALUE pairs"),
+        (["A", "1", "--nodes", "2"], "options go before the config overrides: --nodes"),
+        (["OUTPUT_DIR", "/x"], "OUTPUT_DIR: set by submit.py"),
+        (["--target", "detection", "train.output_dir=/x"], "train.output_dir: set by submit.py"),
+        (["--cluster", "local", "--nodes", "2"], "--nodes 2 needs SLURM"),
+    ],
+)
+def test_bad_options_are_one_line_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message) as err:
+        submit(parse(*argv))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_config_is_named() -> None:
+    args = get_args_parser().parse_args(["--cfg", "missing.yaml", "--job-dir", "/tmp/job"])
+    with pytest.raises(FileNotFoundError, match="--cfg: no such config file: missing.yaml"):
+        submit(args)

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Stop the one-node test cluster that tools/slurm_local/start.sh started.
+#
+# Usage: bash tools/slurm_local/stop.sh         (idempotent: nothing running, nothing done)
+#
+# Cancels the cluster's jobs (their processes belong to slurmstepd, not to the daemons), then ends
+# slurmd, slurmctld and munged by the pids in MVIT_SLURM_DIR/run, checking each pid still runs the
+# expected program. Files under MVIT_SLURM_DIR are kept for inspection (logs); delete the folder to reset.
+set -uo pipefail
+
+DIR=${MVIT_SLURM_DIR:-/tmp/mvit-slurm}
+STOP_TIMEOUT=${MVIT_SLURM_STOP_TIMEOUT:-30}
+export SLURM_CONF=$DIR/slurm.conf
+export PATH=$PATH:/usr/sbin
+
+log() { echo "[slurm_local] $*"; }
+
+pid_of() {  # pid_of PIDFILE NAME: print the pid when it is alive and runs NAME
+  local pid
+  [ -s "$1" ] || return 1
+  pid=$(cat "$1")
+  [ -d "/proc/$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] && echo "$pid"
+}
+
+wait_gone() {  # wait_gone PID SECONDS
+  local deadline=$((SECONDS + $2))
+  while [ -d "/proc/$1" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  [ ! -d "/proc/$1" ]
+}
+
+if pid_of "$DIR/run/slurmctld.pid" slurmctld >/dev/null; then
+  jobs=$(timeout 10 squeue -h -o %i 2>/dev/null | tr '\n' ' ')
+  if [ -n "${jobs// /}" ]; then
+    log "cancelling jobs: $jobs"
+    # shellcheck disable=SC2086
+    timeout 10 scancel $jobs 2>/dev/null
+    deadline=$((SECONDS + STOP_TIMEOUT))
+    while [ -n "$(timeout 10 squeue -h -o %i 2>/dev/null)" ] && [ $SECONDS -lt $deadline ]; do sleep 0.5; done
+  fi
+fi
+
+for daemon in slurmd slurmctld munged; do
+  pidfile=$DIR/run/$daemon.pid
+  if pid=$(pid_of "$pidfile" "$daemon"); then
+    kill -TERM "$pid"
+    if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
+      log "$daemon (pid $pid) ignored SIGTERM for ${STOP_TIMEOUT}s; sending SIGKILL"
+      kill -KILL "$pid"
+      wait_gone "$pid" 5
+    fi
+    log "$daemon stopped (pid $pid)"
+  else
+    log "$daemon not running"
+  fi
+  rm -f "$pidfile"
+done
