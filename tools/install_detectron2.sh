@@ -20,7 +20,7 @@ D2_WHEEL_REQ="sal-detectron2==0.7.2"
 
 # detectron2's runtime requirements (its setup.py install_requires), minus numpy<2: detectron2's Python code runs
 # with numpy 2 for everything this project uses. setuptools<81 keeps pkg_resources (detectron2.model_zoo uses it).
-# black is only needed by LazyConfig.save to write a readable config.py next to the yaml dump.
+# black is only needed by LazyConfig.to_py (printing a config as Python code); opencv by the Visualizer.
 "${PIP[@]}" install -q "Pillow>=7.1" matplotlib "pycocotools>=2.0.2" "termcolor>=1.1" "yacs>=0.1.8" tabulate \
   cloudpickle "tqdm>4.29.0" tensorboard fvcore iopath "omegaconf>=2.1,<2.4" "hydra-core>=1.1" black packaging \
   "opencv-python-headless<5" \

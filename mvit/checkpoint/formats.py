@@ -104,11 +104,30 @@ def read_checkpoint(path: str) -> dict:
     except CheckpointError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure to unpickle means a bad file
+        if str(path).endswith(".pkl"):
+            return _read_detectron2_pickle(path)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: cannot read checkpoint (truncated or not a PyTorch file?): {reason}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
     return obj
+
+
+def _read_detectron2_pickle(path: str) -> dict:
+    """detectron2 model-zoo ``.pkl``: a plain (latin-1) pickle of numpy arrays under ``"model"``."""
+    import pickle
+
+    import numpy as np
+
+    try:
+        with PathManager.open(path, "rb") as f:
+            obj = pickle.load(f, encoding="latin1")
+    except Exception as err:  # noqa: BLE001 - any failure to unpickle means a bad file
+        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or not a pickle?): {err}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of arrays, got {type(obj).__name__}")
+    state = obj.get("model", obj)
+    return {"model": {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}}
 
 
 def unwrap_state_dict(obj: dict) -> Tuple[StateDict, Optional[str]]:

@@ -105,3 +105,16 @@ def test_image_checkpoint_initialises_video_model_with_new_head(tmp_path, make_t
         vid_tokens = video.patch_embed.proj(clip)
         # Interior frames see three identical frames of the kernel's temporal support.
         torch.testing.assert_close(vid_tokens[:, :, 1], img_tokens, atol=1e-5, rtol=1e-5)
+
+
+def test_detectron2_model_zoo_pickle(tmp_path, make_tiny, perturb):
+    import pickle
+
+    source = perturb(make_tiny(num_classes=0, final_norm=False, out_norm=True))
+    arrays = {k: v.numpy() for k, v in _as_detectron2(source.state_dict())["model"].items()}
+    with open(tmp_path / "model_final.pkl", "wb") as f:
+        pickle.dump({"model": arrays, "__author__": "Detectron2 Model Zoo"}, f)
+    target = make_tiny(num_classes=0, final_norm=False, out_norm=True)
+    report = load_checkpoint(target, str(tmp_path / "model_final.pkl"))
+    assert report.format == "detectron2" and report.ok
+    assert torch.equal(target.blocks[0].attn.rel_pos_h, source.blocks[0].attn.rel_pos_h)

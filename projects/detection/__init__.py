@@ -1,0 +1,1 @@
+"""COCO detection and instance segmentation with MViTv2 as a detectron2 backbone."""

@@ -1,0 +1,255 @@
+#!/usr/bin/env python
+"""Train and evaluate detectors with an MViTv2 backbone from a detectron2 LazyConfig.
+
+Examples (from the repository root)::
+
+    # COCO, MViTv2-T Mask R-CNN, 8 GPUs on one machine (ImageNet init from train.init_checkpoint)
+    python projects/detection/train_net.py --config-file projects/detection/configs/mask_rcnn_mvitv2_t_3x.py \\
+        --num-gpus 8 train.init_checkpoint=/path/to/MViTv2_T_in1k.pyth
+    # evaluate a released detectron2 checkpoint
+    python projects/detection/train_net.py --config-file projects/detection/configs/cascade_mask_rcnn_mvitv2_b_3x.py \\
+        --eval-only train.init_checkpoint=/path/to/model_final_421a91.pkl
+    # continue an interrupted run from the last checkpoint in train.output_dir
+    python projects/detection/train_net.py --config-file ... --resume
+
+``train.init_checkpoint`` is either a whole detector of detectron2 (its model zoo ``.pkl`` or a ``.pth``
+written by this script: loaded by ``DetectionCheckpointer``) or an ImageNet checkpoint of the core (official
+``.pyth``, mmpretrain, this project's format ...: loaded into the MViT backbone by ``mvit.checkpoint`` with
+a report of the keys used, left new and not used, also written to ``{output_dir}/init_report.json``).
+
+Without a GPU, ``train.device`` falls back to ``cpu`` and AMP is turned off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+# The repository root goes first on sys.path, so that projects/ and mvit/ come from this checkout even when another
+# copy is installed. (The stray top-level `tools` package of the sal-detectron2 wheel, which would shadow the
+# namespace package tools/, is removed by tools/install_detectron2.sh; nothing here imports `tools`.)
+_REPO_ROOT = str(Path(__file__).resolve().parents[2])
+if sys.path[:1] != [_REPO_ROOT]:
+    sys.path.insert(0, _REPO_ROOT)
+
+import torch  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.engine import (  # noqa: E402
+    AMPTrainer,
+    SimpleTrainer,
+    default_argument_parser,
+    default_setup,
+    default_writers,
+    hooks,
+    launch,
+)
+from detectron2.engine.defaults import create_ddp_model  # noqa: E402
+from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.file_io import PathManager  # noqa: E402
+from torch import nn  # noqa: E402
+
+from mvit.checkpoint import detect_format, load_checkpoint, read_checkpoint  # noqa: E402
+from projects.detection.backbone import MViTBackbone  # noqa: E402
+
+logger = logging.getLogger("detectron2")
+
+__all__ = ["do_test", "do_train", "find_mvit_backbone", "initialize_from_checkpoint", "main", "setup"]
+
+
+def find_mvit_backbone(model: nn.Module) -> tuple[str, MViTBackbone]:
+    """``(prefix, module)`` of the MViT backbone inside a detector, e.g. ``("backbone.bottom_up.", ...)``."""
+    for name, module in model.named_modules():
+        if isinstance(module, MViTBackbone):
+            return (name + "." if name else ""), module
+    raise ValueError(f"{type(model).__name__} has no MViTBackbone (is model.backbone.bottom_up an MViTBackbone?)")
+
+
+def _is_detector_checkpoint(path: str) -> bool:
+    """Whether ``path`` holds a whole detectron2 detector (as opposed to ImageNet weights of the core)."""
+    if path.endswith(".pkl"):  # detectron2 model zoo pickles
+        return True
+    obj = read_checkpoint(path)
+    state = obj.get("model", obj.get("model_state", obj.get("state_dict", obj)))
+    if not isinstance(state, dict):
+        return False
+    keys = list(state)
+    heads = ("proposal_generator.", "roi_heads.", "backbone.fpn_", "sem_seg_head.")
+    return any(k.startswith(heads) for k in keys) or detect_format(state) == "detectron2"
+
+
+def initialize_from_checkpoint(model: nn.Module, path: str, output_dir: Optional[str] = None) -> Dict[str, Any]:
+    """Initialise ``model`` (not wrapped in DDP) from ``train.init_checkpoint`` and report what was used.
+
+    A detectron2 detector checkpoint loads into the whole model. An ImageNet checkpoint of the core loads into
+    the MViT backbone only (rel-pos tables of another size are resized); everything else stays new.
+
+    Returns:
+        ``{"path", "kind", "used", "resized", "new", "unused"}``, also written to ``{output_dir}/init_report.json``:
+        key lists named as in ``model.state_dict()`` (``unused``: checkpoint keys that fit nowhere, named as in
+        the checkpoint after format conversion). For a detector checkpoint only ``kind`` is filled in: the
+        incompatible keys are logged by ``DetectionCheckpointer``.
+    """
+    result: Dict[str, Any] = {"path": path, "kind": "none", "used": [], "resized": [], "new": [], "unused": []}
+    if not path:
+        logger.info("train.init_checkpoint is empty: every parameter starts from its initialisation")
+        result["new"] = sorted(model.state_dict())
+    else:
+        local = path if os.path.isfile(path) else PathManager.get_local_path(path)
+        if _is_detector_checkpoint(local):
+            DetectionCheckpointer(model).load(local)  # logs its own incompatible-key report
+            result["kind"] = "detectron2"
+        else:
+            result.update(_initialize_backbone(model, path, local))
+    if output_dir and comm.is_main_process():
+        PathManager.mkdirs(output_dir)
+        with PathManager.open(os.path.join(output_dir, "init_report.json"), "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+def _initialize_backbone(model: nn.Module, path: str, local: str) -> Dict[str, Any]:
+    """Load an ImageNet checkpoint of the core into the MViT backbone of ``model``; log and return the report."""
+    prefix, backbone = find_mvit_backbone(model)
+    report = load_checkpoint(backbone, local, strict=False, log=False)
+    used = {prefix + k for k in report.loaded}
+    result = {
+        "kind": f"backbone ({report.format} format)",
+        "used": sorted(used),
+        "resized": sorted(prefix + k for k in report.resized),
+        "new": sorted(k for k in model.state_dict() if k not in used),
+        "unused": sorted(report.unexpected + [k for k, _, _ in report.mismatched]),
+    }
+    new_in_backbone = [k for k in result["new"] if k.startswith(prefix)]
+    new_modules: Dict[str, int] = {}
+    for k in result["new"]:
+        if not k.startswith(prefix):
+            top = ".".join(k.split(".")[:2]) if k.startswith("backbone.") else k.split(".")[0]
+            new_modules[top] = new_modules.get(top, 0) + 1
+    logger.info(
+        "Initialised from %s (%s): %d tensors used%s; new in the backbone (%d): %s; new elsewhere: %s; "
+        "not used from the checkpoint (%d): %s",
+        path,
+        result["kind"],
+        len(result["used"]),
+        f" ({len(result['resized'])} resized)" if result["resized"] else "",
+        len(new_in_backbone),
+        ", ".join(new_in_backbone) or "none",
+        ", ".join(f"{m} ({n})" for m, n in sorted(new_modules.items())) or "none",
+        len(result["unused"]),
+        ", ".join(result["unused"]) or "none",
+    )
+    return result
+
+
+def do_test(cfg, model: nn.Module) -> Dict[str, Any]:
+    """COCO-style evaluation of ``model`` on ``cfg.dataloader.test`` with ``cfg.dataloader.evaluator``."""
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    loader = instantiate(cfg.dataloader.test)  # first: a lazily registered dataset gets registered here
+    results = inference_on_dataset(model, loader, instantiate(cfg.dataloader.evaluator))
+    if comm.is_main_process():
+        print_csv_format(results)
+    return results
+
+
+def do_train(args, cfg) -> Dict[str, Any]:
+    """Train ``cfg.model`` with hooks (lr schedule, checkpoints, evaluation, metric writers); resume if asked.
+
+    Returns the results of the last evaluation (``{}`` if none ran).
+    """
+    model = instantiate(cfg.model)
+    model.to(cfg.train.device)
+    num_params = sum(p.numel() for p in model.parameters())
+    logger.info("Model: %s, %.2fM parameters", type(model).__name__, num_params / 1e6)
+
+    checkpointer_probe = DetectionCheckpointer(model, cfg.train.output_dir)
+    resuming = args.resume and checkpointer_probe.has_checkpoint()
+    if not resuming:
+        initialize_from_checkpoint(model, cfg.train.init_checkpoint, cfg.train.output_dir)
+
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+
+    model = create_ddp_model(model, **cfg.train.ddp)
+    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
+    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    last_results: Dict[str, Any] = {}
+
+    def evaluate() -> Dict[str, Any]:
+        nonlocal last_results
+        last_results = do_test(cfg, model)
+        return last_results
+
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+            hooks.EvalHook(cfg.train.eval_period, evaluate),
+            hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
+            if comm.is_main_process()
+            else None,
+        ]
+    )
+
+    start_iter = 0
+    if resuming:
+        checkpointer.resume_or_load("", resume=True)
+        start_iter = trainer.iter + 1  # the checkpoint holds the iteration that just finished
+        logger.info("Resuming from %s at iteration %d", checkpointer.get_checkpoint_file(), start_iter)
+    trainer.train(start_iter, cfg.train.max_iter)
+    return last_results
+
+
+def setup(args):
+    """Load the LazyConfig, apply ``key=value`` overrides, fit it to this machine, set up logging."""
+    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    if str(cfg.train.device).startswith("cuda") and not torch.cuda.is_available():
+        cfg.train.device = "cpu"
+    if cfg.train.device == "cpu":
+        # AMP (GradScaler + float16 autocast) and fp16 gradient compression need CUDA.
+        cfg.train.amp.enabled = False
+        cfg.train.ddp.fp16_compression = False
+    default_setup(cfg, args)
+    if cfg.train.device == "cpu":
+        logger.info("No GPU: training on CPU with AMP off")
+    return cfg
+
+
+def main(args) -> Dict[str, Any]:
+    cfg = setup(args)
+    if args.eval_only:
+        model = instantiate(cfg.model)
+        model.to(cfg.train.device)
+        initialize_from_checkpoint(model, cfg.train.init_checkpoint)
+        model = create_ddp_model(model)
+        return do_test(cfg, model)
+    return do_train(args, cfg)
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    return default_argument_parser(epilog=__doc__).parse_args(argv)
+
+
+def invoke_main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()

@@ -1,0 +1,20 @@
+"""Fixtures of the detection tests: a tiny generated COCO-format set, shared by the session."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> str:
+    """12 train / 6 val images of 128x128 with 1..3 shapes each (pycocotools polygons)."""
+    from projects.detection.data.synthetic_coco import generate_synthetic_coco
+
+    root = str(tmp_path_factory.mktemp("synthetic_coco"))
+    generate_synthetic_coco(root, num_train=12, num_val=6, image_size=(128, 128), max_objects=3, seed=0, progress=False)
+    return root
