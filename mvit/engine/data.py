@@ -8,7 +8,9 @@ uninterrupted run sees, with any number of workers, persistent or not.
 
 from __future__ import annotations
 
+import atexit
 import math
+import multiprocessing
 import signal
 from typing import Any, Iterator, Sequence
 
@@ -111,6 +113,15 @@ def _worker_ignores_sigterm(_worker_id: int) -> None:
     # SLURM sends SIGTERM to every process of a job on preemption; the main process checkpoints at the next
     # iteration boundary, which needs the loader workers alive until then.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@atexit.register
+def _kill_loader_workers() -> None:
+    # multiprocessing's exit handler (registered earlier, so it runs after this one) stops daemonic children
+    # with SIGTERM and joins them: workers that ignore SIGTERM would make the process hang at exit.
+    for process in multiprocessing.active_children():
+        if process.daemon:
+            process.kill()
 
 
 def build_loader(

@@ -97,6 +97,9 @@ class TrainerBase:
     def run_step(self) -> None:
         raise NotImplementedError
 
+    def release_data(self) -> None:
+        """Called when training ends, normally or not: stop data workers that outlive an epoch."""
+
     def train(self) -> None:
         """Train from the current position (0, 0 or a resumed one) to the end of ``max_epoch``."""
         logger.info(
@@ -122,6 +125,7 @@ class TrainerBase:
                 self.iter = 0
         finally:
             self._call("after_train")
+            self.release_data()
 
     # ------------------------------------------------------------------ state
     def position(self, epoch_done: bool = False) -> dict[str, int]:

@@ -111,6 +111,13 @@ class ClassificationTrainer(TrainerBase):
         if self.iter == 0:
             self.epoch_meter.reset()
 
+    def release_data(self) -> None:
+        # Persistent workers ignore SIGTERM (SLURM preemption): stop them now rather than at interpreter exit.
+        iterator, self._data_iter = self._data_iter, None
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.train_loader._iterator = None
+
     def set_lr(self, lr: float) -> None:
         """Set every parameter group's lr to ``lr`` times its layer-decay scale."""
         for group in self.optimizer.param_groups:

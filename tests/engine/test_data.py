@@ -85,3 +85,24 @@ def test_collate_flattens_repeated_augmentation_views():
     x, y, idx = collate_items(items)
     assert x.shape == (3, 3, 2, 2)
     assert y.tolist() == [1, 1, 0] and idx.tolist() == [7, 7, 8]
+
+
+def test_process_exits_while_loader_workers_are_alive():
+    # Workers ignore SIGTERM (SLURM preemption); the interpreter must still exit with an iterator left open.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import torch\n"
+        "from mvit.engine.data import build_loader\n"
+        "class D(torch.utils.data.Dataset):\n"
+        "    def __len__(self): return 64\n"
+        "    def __getitem__(self, i): return torch.zeros(2), 0, i\n"
+        "loader = build_loader(D(), batch_size=4, train=True, seed=0, num_workers=1)\n"
+        "loader.sampler.set_epoch(0)\n"
+        "it = iter(loader)\n"
+        "next(it)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], cwd=root, timeout=120, check=True)
