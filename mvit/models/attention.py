@@ -3,17 +3,20 @@
 Layouts. Public helpers take ``(B, heads, N, C)`` tensors, where ``N = [1 +] prod(thw)`` (the class token, when
 present, is the first token and is kept aside while pooling) and ``thw`` is the token grid ``(H, W)`` or
 ``(T, H, W)``. Inside :class:`MultiScaleAttention` tokens stay token-major, ``(B, N, heads, C)`` in memory, from
-the qkv projection to the output projection: the pooling convolutions see a channels-last grid without a copy,
-``scaled_dot_product_attention`` reads transposed views and writes its output token-major, so the heads merge
-back into channels with a view.
+the qkv projection to the output projection: a token grid is a channels-last image, pooling outputs reshape into
+tokens with views, ``scaled_dot_product_attention`` reads transposed views and writes its output token-major, so
+the heads merge back into channels with a view.
 
 Attention kernels (``attn_impl``):
 
 - ``"explicit"``: ``softmax(q k^T * scale + bias) v``, the reference (and the one that can expose attention maps).
-- ``"sdpa"`` / ``"auto"``: ``F.scaled_dot_product_attention``. Without gradients the decomposed bias is built
-  once as a float mask by a broadcast add of its small per-axis terms. With gradients (a mask that requires
-  grad sends SDPA to its slow math path) the bias is folded exactly into the matmul instead: q gets the
-  per-axis terms as extra columns, k the matching one-hot columns, and SDPA runs without a mask.
+- ``"sdpa"``: ``F.scaled_dot_product_attention``. The decomposed bias is ``terms @ onehot(k)^T``, where ``terms``
+  (B, heads, Nq, kt + kh + kw) are the small per-axis products q . R_axis and ``onehot(k)`` the keys' grid
+  coordinates. Without gradients that product is built once, by a matmul, as SDPA's float mask. With gradients
+  (a mask that requires grad sends SDPA to its slow math path) it is folded into SDPA's own matmul instead:
+  ``[q, terms / scale] . [k, onehot(k)]`` with v zero-padded, and SDPA runs without a mask. Both are exact.
+- ``"auto"`` (default): ``"sdpa"``, except for training on CPU with small attention matrices, where the explicit
+  path is faster (see ``_FOLD_MIN_LOGITS``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BlockSpec
-from .layers import DropPath, Mlp, avg_pool_nd, conv_nd, max_pool_nd
+from .layers import DropPath, Mlp, avg_pool_nd, channels_last, conv_nd, max_pool_nd
 
 __all__ = [
     "MultiScaleAttention",
@@ -39,31 +42,40 @@ __all__ = [
 
 Grid = Tuple[int, ...]
 
+# With gradients, "auto" folds the bias into SDPA for attention matrices of at least this many logits per head
+# and uses the explicit path below it: on CPU (fp32, batch 8) the fold takes 0.74-0.83x the time of the explicit
+# path at 784x784 and 3136x196 logits, 1.1-1.3x at 196x784 and smaller (SDPA's fixed cost and wider matmuls).
+_FOLD_MIN_LOGITS = 2**18
+
 
 def _pool_grid(
     x: torch.Tensor, pool: Optional[nn.Module], thw: Grid, has_cls: bool, norm: Optional[nn.Module] = None
 ) -> Tuple[torch.Tensor, Grid]:
     """Pool token-major ``x`` (B, N, heads, C) over its grid ``thw`` -> (B, N', heads, C), grid.
 
-    Heads become channels of one channels-last grid ``(B, heads * C, *thw)``: a view of ``x`` when its heads
-    and channels are adjacent in memory (the qkv projection's output is), so nothing is copied before pooling
-    and the pooled grid reshapes back into tokens with a view. A depthwise pooling convolution (``C`` groups,
-    shared by the heads) runs as one convolution with ``heads * C`` groups and its weight repeated per head.
+    Heads become channels of one channels-last grid ``(B, heads * C, *thw)`` (at most one copy, none when
+    ``x`` is dense token-major) and the pooled grid reshapes back into tokens with a view. A depthwise pooling
+    convolution (``C`` groups, shared by the heads) runs as one convolution with ``heads * C`` groups and its
+    weight repeated per head.
     """
     if pool is None:
         return x, thw
     B, _, heads, C = x.shape
     if has_cls:
         cls_tok, x = x[:, :1], x[:, 1:]
-    x = x.reshape(B, *thw, heads * C).movedim(-1, 1)
+    # One explicit copy into a dense channels-last grid (a no-op when x is dense): pooling would otherwise
+    # copy a strided input itself, in the forward and again in the convolution's backward.
+    # (Explicit permutations instead of movedim(-1, 1): the TorchScript ONNX exporter mistranslates the latter.)
+    n = len(thw)
+    x = channels_last(x.reshape(B, *thw, heads * C).permute(0, n + 1, *range(1, n + 1)))
     if isinstance(pool, (nn.Conv2d, nn.Conv3d)):
-        weight = pool.weight if heads == 1 else pool.weight.repeat(heads, *(1,) * (pool.weight.ndim - 1))
-        conv = F.conv2d if x.ndim == 4 else F.conv3d
+        weight = pool.weight if heads == 1 else torch.cat([pool.weight] * heads)
+        conv = F.conv2d if n == 2 else F.conv3d
         x = conv(x, weight, None, pool.stride, pool.padding, pool.dilation, heads * C)
     else:
         x = pool(x)
     thw = tuple(x.shape[2:])
-    x = x.movedim(1, -1).reshape(B, -1, heads, C)
+    x = x.permute(0, *range(2, n + 2), 1).reshape(B, -1, heads, C)
     if has_cls:
         x = torch.cat((cls_tok, x), dim=1)
     if norm is not None:
@@ -106,29 +118,34 @@ def resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
     return resized.squeeze(0).t()
 
 
+def _grid3(thw: Grid) -> Tuple[int, int, int]:
+    """(H, W) -> (1, H, W); (T, H, W) unchanged."""
+    return (1,) * (3 - len(thw)) + tuple(thw)
+
+
 def _rel_pos_terms(
     q: torch.Tensor,
     q_thw: Grid,
     k_thw: Grid,
     tables: Sequence[Optional[torch.Tensor]],
     multiplier: Optional[float] = None,
-) -> List[Tuple[int, torch.Tensor]]:
-    """Per-axis terms of the decomposed bias: ``q . R_axis[q_pos, k_pos]`` for each axis with a table.
+) -> Tuple[torch.Tensor, List[int]]:
+    """Per-axis terms of the decomposed bias, ``q . R_axis[q_pos, k_pos]``, side by side.
 
     Args:
         q: patch queries (B, heads, prod(q_thw), C), any strides.
         q_thw, k_thw: grids (H, W) or (T, H, W); ``tables`` holds (rel_pos_t, rel_pos_h, rel_pos_w).
-        multiplier: optional factor folded into the (small) gathered table instead of into the terms.
+        multiplier: optional factor folded into the (small) gathered tables instead of into the terms.
 
     Returns:
-        ``[(axis, term)]`` with axis in 0..2 (t, h, w) and term (B, heads, qt, qh, qw, k_axis), contiguous, so
-        that broadcast sums of terms are laid out contiguously too.
+        terms (B, heads, prod(q_thw), E) with E the sum of the key grid's sizes over the axes with a table,
+        and those axes (0, 1, 2 for t, h, w). ``terms @ _one_hot_keys(k_thw, axes).T`` is the bias.
     """
-    B, heads, _, C = q.shape
+    B, heads, n_q, C = q.shape
     q_sizes, k_sizes = _grid3(q_thw), _grid3(k_thw)
     r_q = q.reshape(B, heads, *q_sizes, C)
     subscripts = ("bnthwc,tkc->bnthwk", "bnthwc,hkc->bnthwk", "bnthwc,wkc->bnthwk")
-    terms = []
+    terms, axes = [], []
     for axis, table in enumerate(tables):
         if table is None:
             continue
@@ -137,23 +154,22 @@ def _rel_pos_terms(
         if multiplier is not None:
             rel = rel * multiplier
         # Tables are kept in float32; under autocast q is bfloat16 / float16 (einsum does not promote).
-        terms.append((axis, torch.einsum(subscripts[axis], r_q, rel.to(q.dtype)).contiguous()))
-    return terms
+        terms.append(torch.einsum(subscripts[axis], r_q, rel.to(q.dtype)).reshape(B, heads, n_q, k_size))
+        axes.append(axis)
+    if not terms:
+        return q.new_zeros(B, heads, n_q, 0), axes
+    return torch.cat(terms, dim=-1), axes
 
 
-def _grid3(thw: Grid) -> Tuple[int, int, int]:
-    """(H, W) -> (1, H, W); (T, H, W) unchanged."""
-    return (1,) * (3 - len(thw)) + tuple(thw)
-
-
-def _term_views(terms: List[Tuple[int, torch.Tensor]], k_sizes: Tuple[int, int, int]) -> List[torch.Tensor]:
-    """Per-axis terms (B, heads, qt, qh, qw, k_axis) as views that broadcast to (B, heads, qt, qh, qw, kt, kh, kw)."""
-    views = []
-    for axis, term in terms:
-        shape = [*term.shape[:5], 1, 1, 1]
-        shape[5 + axis] = k_sizes[axis]
-        views.append(term.view(shape))
-    return views
+def _one_hot_keys(k_thw: Grid, axes: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(prod(k_thw), E): for each key, the one-hot of its coordinate on each of ``axes``, side by side."""
+    k_sizes = _grid3(k_thw)
+    coords = torch.arange(math.prod(k_sizes), device=device)
+    strides = (k_sizes[1] * k_sizes[2], k_sizes[2], 1)
+    columns = [F.one_hot(coords // strides[a] % k_sizes[a], k_sizes[a]) for a in axes]
+    if not columns:
+        return torch.zeros(coords.shape[0], 0, dtype=dtype, device=device)
+    return torch.cat(columns, dim=1).to(dtype)
 
 
 def decomposed_rel_pos_bias(
@@ -175,25 +191,12 @@ def decomposed_rel_pos_bias(
             ``2 * max(q_size, k_size) - 1`` (inputs of another size than the build size). ``None`` skips an axis.
 
     Returns:
-        (B, heads, prod(q_thw), prod(k_thw)), materialised once by a broadcast add of the per-axis terms.
+        (B, heads, prod(q_thw), prod(k_thw)). The per-axis terms (q . R_h: (B, heads, Nq, kh), ...) are
+        expanded over the keys by one matmul with the keys' one-hot coordinates: exact (each sum has two or
+        three non-zero products, all by 1.0), and several times faster than a broadcast add with short rows.
     """
-    B, heads, n_q, _ = q.shape
-    k_sizes = _grid3(k_thw)
-    terms = _rel_pos_terms(q, q_thw, k_thw, (rel_pos_t, rel_pos_h, rel_pos_w))
-    if not terms:
-        return q.new_zeros(B, heads, n_q, math.prod(k_sizes))
-    views = _term_views(terms, k_sizes)
-    bias = sum(views[1:], views[0]).expand(B, heads, *_grid3(q_thw), *k_sizes)
-    return bias.reshape(B, heads, n_q, math.prod(k_sizes))
-
-
-def _one_hot_keys(k_thw: Grid, axes: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(prod(k_thw), sum of k sizes over ``axes``): for each key, the one-hot of its coordinate on each axis."""
-    k_sizes = _grid3(k_thw)
-    coords = torch.arange(math.prod(k_sizes), device=device)
-    strides = (k_sizes[1] * k_sizes[2], k_sizes[2], 1)
-    columns = [F.one_hot(coords // strides[a] % k_sizes[a], k_sizes[a]) for a in axes]
-    return torch.cat(columns, dim=1).to(dtype)
+    terms, axes = _rel_pos_terms(q, q_thw, k_thw, (rel_pos_t, rel_pos_h, rel_pos_w))
+    return terms @ _one_hot_keys(k_thw, axes, terms.dtype, terms.device).t()
 
 
 def _window_partition(x: torch.Tensor, thw: Grid, window: int) -> Tuple[torch.Tensor, Grid]:
@@ -338,58 +341,45 @@ class MultiScaleAttention(nn.Module):
 
         Returns (B, heads, Nq, C); from SDPA on CPU a transposed view of a token-major (B, Nq, heads, C) tensor.
         """
-        sp = 1 if self.has_cls else 0
         tables = self._rel_pos_tables
-        if self.attn_impl == "explicit":
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            if any(t is not None for t in tables):
-                bias = decomposed_rel_pos_bias(
-                    q[:, :, sp:], q_thw, k_thw, self.rel_pos_h, self.rel_pos_w, self.rel_pos_t
-                )
-                if sp:
-                    attn[:, :, sp:, sp:] += bias
-                else:
-                    attn = attn + bias
-            return attn.softmax(dim=-1) @ v
-        if all(t is None for t in tables):
-            return F.scaled_dot_product_attention(q, k, v)
-        needs_grad = torch.is_grad_enabled() and (
-            q.requires_grad or k.requires_grad or any(t is not None and t.requires_grad for t in tables)
-        )
-        if needs_grad:
-            return self._sdpa_folded(q, k, v, q_thw, k_thw)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias_mask(q, q_thw, k_thw))
+        if self.attn_impl != "explicit":
+            if all(t is None for t in tables):
+                return F.scaled_dot_product_attention(q, k, v)
+            needs_grad = torch.is_grad_enabled() and (
+                q.requires_grad or k.requires_grad or any(t is not None and t.requires_grad for t in tables)
+            )
+            if not needs_grad:
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias_mask(q, q_thw, k_thw))
+            if self.attn_impl == "sdpa" or q.is_cuda or q.shape[-2] * k.shape[-2] >= _FOLD_MIN_LOGITS:
+                return self._sdpa_folded(q, k, v, q_thw, k_thw)
+        return self._attend_explicit(q, k, v, q_thw, k_thw)
+
+    def _attend_explicit(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_thw: Grid, k_thw: Grid
+    ) -> torch.Tensor:
+        """The reference: logits materialised, bias added, softmax, (B, heads, Nq, C)."""
+        sp = 1 if self.has_cls else 0
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        if any(t is not None for t in self._rel_pos_tables):
+            bias = decomposed_rel_pos_bias(q[:, :, sp:], q_thw, k_thw, self.rel_pos_h, self.rel_pos_w, self.rel_pos_t)
+            if sp:
+                attn[:, :, sp:, sp:] += bias
+            else:
+                attn = attn + bias
+        return attn.softmax(dim=-1) @ v
 
     def _bias_mask(self, q: torch.Tensor, q_thw: Grid, k_thw: Grid) -> torch.Tensor:
         """The rel-pos bias as a float mask (B, heads, Nq, Nk) for SDPA, zero in the class token's row and column.
 
-        Only used where no gradient flows (see :meth:`_attend`): in eager mode the per-axis terms are summed
-        straight into the mask's buffer (``out=``), one pass over the largest tensor of the block.
+        One matmul of the per-axis terms with the keys' one-hot coordinates (see :func:`decomposed_rel_pos_bias`);
+        a zero row on each side gives the class token's zero row and column without another copy of the mask.
         """
         sp = 1 if self.has_cls else 0
-        B, heads, n_q, _ = q.shape
-        k_sizes = _grid3(k_thw)
-        terms = _rel_pos_terms(q[:, :, sp:], q_thw, k_thw, self._rel_pos_tables)
-        q_sizes = tuple(terms[0][1].shape[2:5])
-        views = _term_views(terms, k_sizes)
-        if torch.compiler.is_compiling():
-            # Compilers fuse the broadcast add and the padding into one kernel; in-place writes only hinder them.
-            bias = (
-                sum(views[1:], views[0]).expand(B, heads, *q_sizes, *k_sizes).reshape(B, heads, -1, math.prod(k_sizes))
-            )
-            return F.pad(bias, (sp, 0, sp, 0)) if sp else bias
-        mask = q.new_empty(B, heads, n_q, sp + math.prod(k_sizes))
+        terms, axes = _rel_pos_terms(q[:, :, sp:], q_thw, k_thw, self._rel_pos_tables)
+        one_hot = _one_hot_keys(k_thw, axes, terms.dtype, terms.device)
         if sp:
-            mask[:, :, :sp] = 0
-            mask[:, :, sp:, :sp] = 0
-        grid = mask[:, :, sp:, sp:].view(B, heads, *q_sizes, *k_sizes)
-        if len(views) == 1:
-            grid.copy_(views[0])
-        else:
-            torch.add(views[0].expand(grid.shape), views[1], out=grid)
-            for view in views[2:]:
-                grid.add_(view)
-        return mask
+            terms, one_hot = F.pad(terms, (0, 0, sp, 0)), F.pad(one_hot, (0, 0, sp, 0))
+        return terms @ one_hot.t()
 
     def _sdpa_folded(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_thw: Grid, k_thw: Grid) -> torch.Tensor:
         """SDPA with the decomposed bias folded exactly into the matmul, no mask (so SDPA's fused kernels, with
@@ -400,13 +390,12 @@ class MultiScaleAttention(nn.Module):
         """
         sp = 1 if self.has_cls else 0
         B, heads, _, C = q.shape
-        terms = _rel_pos_terms(q[:, :, sp:], q_thw, k_thw, self._rel_pos_tables, multiplier=1.0 / self.scale)
-        extra = torch.cat([term.flatten(2, 4) for _, term in terms], dim=-1)
-        one_hot = _one_hot_keys(k_thw, [axis for axis, _ in terms], q.dtype, q.device)
-        width = extra.shape[-1]
+        terms, axes = _rel_pos_terms(q[:, :, sp:], q_thw, k_thw, self._rel_pos_tables, multiplier=1.0 / self.scale)
+        one_hot = _one_hot_keys(k_thw, axes, terms.dtype, terms.device)
+        width = terms.shape[-1]
         # FlashAttention on GPUs wants a head size that is a multiple of 8.
         pad = (-(C + width)) % 8 if q.is_cuda else 0
-        q = torch.cat((q, F.pad(extra, (0, pad, sp, 0))), dim=-1)
+        q = torch.cat((q, F.pad(terms, (0, pad, sp, 0))), dim=-1)
         k = torch.cat((k, F.pad(one_hot, (0, pad, sp, 0)).expand(B, heads, -1, -1)), dim=-1)
         v = F.pad(v, (0, width + pad))
         return F.scaled_dot_product_attention(q, k, v, scale=self.scale)[..., :C]

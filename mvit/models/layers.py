@@ -7,7 +7,24 @@ from typing import Sequence, Tuple
 import torch
 from torch import nn
 
-__all__ = ["ClassifierHead", "DropPath", "Mlp", "PatchEmbed", "conv_nd", "max_pool_nd", "avg_pool_nd"]
+__all__ = [
+    "ClassifierHead",
+    "DropPath",
+    "Mlp",
+    "PatchEmbed",
+    "avg_pool_nd",
+    "channels_last",
+    "conv_nd",
+    "max_pool_nd",
+]
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, C, H, W) or (B, C, T, H, W) in channels-last memory format (same values, a copy unless it already
+    is). Skipped while tracing for the TorchScript ONNX exporter, which has no memory formats."""
+    if torch.jit.is_tracing():
+        return x
+    return x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
 
 
 def conv_nd(ndim: int) -> type:
@@ -42,7 +59,8 @@ class PatchEmbed(nn.Module):
         self.proj = conv_nd(len(kernel))(in_chans, embed_dim, tuple(kernel), tuple(stride), tuple(padding))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, ...]]:
-        x = self.proj(x)
+        # A channels-last output makes the tokens (B, N, D) contiguous without a copy (the input is small).
+        x = self.proj(channels_last(x))
         return x.flatten(2).transpose(1, 2), tuple(x.shape[2:])
 
 

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Export a zoo model (or a config) to ONNX and/or a torch.export program, check it against eager PyTorch and
+report the export's peak memory (RSS of this process).
+
+    python tools/export.py mvitv2_t --out exports/                        # ONNX (opset 18) + .pt2, dynamic batch
+    python tools/export.py mvitv2_s_16x4 --checkpoint k400.pyth --formats onnx --opset 17
+    python tools/export.py --torchvision-mvit-v2-s --memory-cap-gib 12    # the reference's (legacy) ONNX export
+
+Each export runs in this process; run one model per invocation for a clean peak-memory figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+import mvit  # noqa: E402
+from mvit.export import DEFAULT_OPSET, example_input, export_onnx, export_program, onnx_max_abs_diff  # noqa: E402
+
+
+def _status_gib(field: str) -> float:
+    """VmRSS (resident now) or VmHWM (peak resident) of this process from /proc/self/status, in GiB.
+
+    (Not getrusage's ru_maxrss: Linux carries it over from the parent across fork and exec.)
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 2**20
+    raise RuntimeError(f"/proc/self/status has no {field} field")
+
+
+def _rss_gib() -> float:
+    return _status_gib("VmRSS")
+
+
+def _peak_gib() -> float:
+    return _status_gib("VmHWM")
+
+
+def export_reference_legacy(out: Path, opset: int) -> dict:
+    """torchvision's mvit_v2_s through the TorchScript-based exporter (the path of pytorch/vision#7003)."""
+    import torchvision
+
+    model = torchvision.models.video.mvit_v2_s().eval()
+    x = torch.randn(1, 3, 16, 224, 224)
+    start, before = time.time(), _rss_gib()
+    path = out / "torchvision_mvit_v2_s_legacy.onnx"
+    with torch.no_grad():
+        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset)
+    return {"file": str(path), "seconds": time.time() - start, "rss_before_gib": before, "peak_rss_gib": _peak_gib()}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", nargs="?", default="mvitv2_t", help="zoo name or config yaml")
+    parser.add_argument("--checkpoint", help="weights in any format mvit.checkpoint reads")
+    parser.add_argument("--formats", nargs="+", default=["onnx", "torch"], choices=["onnx", "torch"])
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument(
+        "--exporter", choices=["dynamo", "torchscript"], default="dynamo", help="torch.onnx.export's exporter"
+    )
+    parser.add_argument("--batch", type=int, default=2, help="example batch size (not 1: it would be specialised)")
+    parser.add_argument("--static-batch", action="store_true", help="fix the batch size instead of a dynamic one")
+    parser.add_argument("--no-check", action="store_true", help="skip the comparison with eager outputs")
+    parser.add_argument("--out", type=Path, default=Path("exports"))
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--memory-cap-gib", type=float, default=None, help="address-space cap for this process")
+    parser.add_argument("--torchvision-mvit-v2-s", action="store_true", help="export the reference model instead")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_cap_gib:
+        cap = int(args.memory_cap_gib * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    if args.torchvision_mvit_v2_s:
+        try:
+            report = export_reference_legacy(args.out, args.opset)
+        except MemoryError:
+            report = {"error": f"MemoryError under the {args.memory_cap_gib} GiB cap", "peak_rss_gib": _peak_gib()}
+        print(json.dumps(report, indent=1))
+        return
+
+    model = mvit.create_model(args.name, checkpoint=args.checkpoint).eval()
+    x = example_input(model, batch_size=args.batch)
+    stem = Path(args.name).stem
+    report = {"model": args.name, "params": sum(p.numel() for p in model.parameters()), "rss_model_gib": _rss_gib()}
+    if "torch" in args.formats:
+        start = time.time()
+        program = export_program(model, x, dynamic_batch=not args.static_batch)
+        path = args.out / f"{stem}.pt2"
+        torch.export.save(program, str(path))
+        report["torch_export"] = {"file": str(path), "seconds": round(time.time() - start, 1)}
+        if not args.no_check:
+            check = example_input(model, batch_size=args.batch + 1, seed=1)
+            with torch.no_grad():
+                diff = (torch.export.load(str(path)).module()(check) - model(check)).abs().max().item()
+            report["torch_export"]["max_abs_diff"] = diff
+        report["torch_export"]["peak_rss_gib"] = _peak_gib()
+    if "onnx" in args.formats:
+        start = time.time()
+        path = export_onnx(
+            model,
+            args.out / f"{stem}.onnx",
+            x,
+            opset=args.opset,
+            dynamic_batch=not args.static_batch,
+            dynamo=args.exporter == "dynamo",
+        )
+        report["onnx"] = {
+            "file": str(path),
+            "opset": args.opset,
+            "exporter": args.exporter,
+            "seconds": round(time.time() - start, 1),
+        }
+        report["onnx"]["peak_rss_gib"] = _peak_gib()
+        report["onnx"]["size_mib"] = round(path.stat().st_size / 2**20, 1)
+        if not args.no_check:
+            check = example_input(model, batch_size=args.batch + 1, seed=1)
+            report["onnx"]["max_abs_diff_onnxruntime"] = onnx_max_abs_diff(path, model, check)
+    report["peak_rss_gib"] = _peak_gib()
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
