@@ -3,7 +3,7 @@
 
     python tools/benchmark.py --quick                                   # T, fp32 + bf16, batch 16 + train (~2 min)
     python tools/benchmark.py --models t s b video_s --modes fp32 bf16 compile compile_bf16 \\
-        --batch 1 16 --train-batch 8 --rounds 5 --memory --out bench/
+        --train-modes fp32 bf16 --batch 1 16 --train-batch 8 --rounds 5 --memory --threads 1 --clock cpu --out bench/
     python tools/benchmark.py --agreement                               # fp32 vs bf16 / compiled top-1 agreement
 
 Every configuration (model, task, batch, mode) times ours and the reference in alternating rounds (the order
@@ -52,6 +52,10 @@ class Pair:
     ours: str
     library: str  # "timm" or "torchvision"
     reference: str
+
+    @property
+    def num_classes(self) -> int:
+        return 1000 if self.library == "timm" else 400
 
     def build_reference(self) -> nn.Module:
         if self.library == "timm":
@@ -183,7 +187,7 @@ def _probe_memory(spec: dict) -> dict:
     model = mvit.create_model(pair.ours) if spec["which"] == "ours" else pair.build_reference()
     device = torch.device("cpu")
     x = make_input(pair.ours, spec["batch"], device)
-    step = make_step(model, spec["task"], spec["mode"], x, 1000)
+    step = make_step(model, spec["task"], spec["mode"], x, pair.num_classes)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
     before = _proc_status_mib("VmRSS")
@@ -220,11 +224,11 @@ def bench_config(
     pair = PAIRS[pair_key]
     x = make_input(pair.ours, batch, device)
     steps = {
-        "ours": make_step(ours, task, mode, x, ours.num_classes),
-        "ref": make_step(ref, task, mode, x, 1000 if pair.library == "timm" else 400),
+        "ours": make_step(ours, task, mode, x, pair.num_classes),
+        "ref": make_step(ref, task, mode, x, pair.num_classes),
     }
     if mode != "fp32":
-        steps["ref_fp32"] = make_step(ref, task, "fp32", x, 1000 if pair.library == "timm" else 400)
+        steps["ref_fp32"] = make_step(ref, task, "fp32", x, pair.num_classes)
     mem: Dict[str, Optional[float]] = {}
     for name, step in steps.items():
         if device.type == "cuda":
@@ -323,7 +327,7 @@ def markdown(results: List[Result], info: Dict[str, str], peaks: Dict[str, float
     )
 
 
-def bar_chart(results: List[Result], path: Path) -> None:
+def bar_chart(results: List[Result], path: Path, cpu_clock: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -339,12 +343,30 @@ def bar_chart(results: List[Result], path: Path) -> None:
         ax.annotate(f"{r.ratio:.2f}x", (i - width / 2, r.ours_per_s), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(list(xs))
     ax.set_xticklabels(labels, fontsize=7)
-    ax.set_ylabel("samples / s")
+    values = [v for r in results for v in (r.ours_per_s, r.ref_per_s)]
+    if max(values) > 20 * min(values):
+        ax.set_yscale("log")  # video clips and image batches side by side
+    ax.set_ylabel("samples / CPU-second" if cpu_clock else "samples / s")
     ax.set_title("MViTv2 throughput, same mode (label: ours / reference)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def merge(paths: List[Path], out: Path) -> None:
+    """One table and chart from several runs' benchmark.json (each run keeps its own conditions line)."""
+    out.mkdir(parents=True, exist_ok=True)
+    results, texts, cpu_clock = [], [], False
+    for path in paths:
+        run = json.loads(path.read_text())
+        cpu_clock |= run["conditions"].get("clock") == "process CPU time"
+        part = [Result(**r) for r in run["results"]]
+        results += part
+        texts.append(markdown(part, run["conditions"], run["matmul_peak"]))
+    (out / "benchmark.md").write_text("\n".join(texts))
+    bar_chart(results, out / "benchmark.png", cpu_clock)
+    print("\n".join(texts))
 
 
 # ----------------------------------------------------------------------------------------------- agreement
@@ -463,6 +485,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--agreement-model", default="mvitv2_t")
     parser.add_argument("--quick", action="store_true", help="T only, fp32 + bf16, batch 16, train 8, 3 rounds")
     parser.add_argument("--out", type=Path, default=Path("benchmark_out"))
+    parser.add_argument("--merge", nargs="+", type=Path, help="merge benchmark.json files into one table and chart")
     parser.add_argument("--probe-memory", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -486,6 +509,9 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     global _CLOCK
     _CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -524,7 +550,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     (args.out / "benchmark.json").write_text(
         json.dumps({"conditions": info, "matmul_peak": peaks, "results": [asdict(r) for r in results]}, indent=1)
     )
-    bar_chart(results, args.out / "benchmark.png")
+    bar_chart(results, args.out / "benchmark.png", args.clock == "cpu")
     print(text)
 
 
