@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -100,7 +101,10 @@ def evaluate(
             "labels": torch.cat([p[2] for p in parts])[order],
         }
     if aggregate is not None:
-        agg_scores, agg_labels = aggregate(outputs["indices"], outputs["scores"], outputs["labels"])
+        args = (outputs["indices"], outputs["scores"], outputs["labels"])
+        # The name ("val", "val_ema", "test") lets a dataset tell several evaluations apart (e.g. in file names).
+        takes_name = "name" in inspect.signature(aggregate).parameters
+        agg_scores, agg_labels = aggregate(*args, name=desc) if takes_name else aggregate(*args)
         outputs.update(aggregated_scores=agg_scores, aggregated_labels=agg_labels)
         meter.update(agg_scores, agg_labels)
         metrics = meter.compute(reduce=False)  # every rank already holds every item

@@ -86,13 +86,15 @@ class EvalHook(HookBase):
                 model, self.loader, device=t.device, amp_dtype=t.amp_dtype, progress=self.progress, desc=split
             )
             t.latest_eval[split] = res.metrics
+            # Multi-view evaluation scores ensembles of softmax scores: no loss to report there.
+            loss = f" loss {res.metrics['loss']:.4f}" if "loss" in res.metrics else ""
             logger.info(
-                "epoch %d %s: top-1 %.2f%% top-5 %.2f%% loss %.4f (%d samples)",
+                "epoch %d %s: top-1 %.2f%% top-5 %.2f%%%s (%d samples)",
                 done,
                 split,
                 res.metrics["top1"],
                 res.metrics["top5"],
-                res.metrics.get("loss", float("nan")),
+                loss,
                 res.metrics["num_samples"],
             )
 

@@ -14,7 +14,8 @@ Datasets
     - ``classes: list[str]``: class names, stored in checkpoints for ``tools/predict.py``;
     - ``aggregate(indices, scores, labels) -> (scores, labels)``: multi-view testing. The engine gathers the
       ``(index (N,), logits (N, K), label (N,))`` of every item from every rank and scores the aggregated
-      ``(scores (M, K), labels (M,))`` instead of the items.
+      ``(scores (M, K), labels (M,))`` instead of the items. When ``aggregate`` takes a ``name`` keyword it
+      gets what is evaluated ("val", "val_ema", "test", "test_ema").
 
 Prediction input loaders
     ``register_input_loader(name, loader, suffixes)``; ``loader(cfg, path) -> Tensor`` returns one model input

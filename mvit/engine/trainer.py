@@ -10,7 +10,7 @@ from typing import Any, Optional
 import torch
 from fvcore.common.config import CfgNode
 from timm.data import Mixup
-from timm.loss import SoftTargetCrossEntropy
+from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -57,6 +57,28 @@ def build_mixup(cfg: CfgNode) -> Optional[Mixup]:
     )
 
 
+LOSS_FUNCS = ("soft_cross_entropy", "cross_entropy", "binary_cross_entropy")
+
+
+def build_criterion(cfg: CfgNode, soft_targets: bool) -> nn.Module:
+    """The training loss named by ``MODEL.LOSS_FUNC`` (timm's losses, as the official recipe uses them).
+
+    - ``soft_cross_entropy`` (default): soft-target cross-entropy for mixup / cutmix targets (already smoothed
+      there), label-smoothed cross-entropy for hard labels;
+    - ``cross_entropy``: ``nn.CrossEntropyLoss`` with ``MIXUP.LABEL_SMOOTH_VALUE`` (it takes hard labels, and
+      probability targets as they come from mixup);
+    - ``binary_cross_entropy``: per-class sigmoid BCE (timm's, as in DeiT III), smoothing hard labels only.
+    """
+    name, smoothing = cfg.MODEL.LOSS_FUNC, cfg.MIXUP.LABEL_SMOOTH_VALUE
+    if name == "soft_cross_entropy":
+        return SoftTargetCrossEntropy() if soft_targets else nn.CrossEntropyLoss(label_smoothing=smoothing)
+    if name == "cross_entropy":
+        return nn.CrossEntropyLoss(label_smoothing=0.0 if soft_targets else smoothing)
+    if name == "binary_cross_entropy":
+        return BinaryCrossEntropy(smoothing=smoothing)
+    raise ConfigError(f"MODEL.LOSS_FUNC: unknown loss {name!r}; choose one of {', '.join(LOSS_FUNCS)}")
+
+
 class ClassificationTrainer(TrainerBase):
     """One optimizer step = ``accum_steps`` micro-batches: forward under autocast, (scaled) backward, L2 gradient
     clipping, step. Targets are soft (mixup / cutmix + label smoothing, soft-target cross-entropy) when
@@ -93,8 +115,7 @@ class ClassificationTrainer(TrainerBase):
         self.amp_dtype = amp_dtype_from_cfg(cfg, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.mixup = build_mixup(cfg)
-        smoothing = cfg.MIXUP.LABEL_SMOOTH_VALUE
-        self.criterion = SoftTargetCrossEntropy() if self.mixup else nn.CrossEntropyLoss(label_smoothing=smoothing)
+        self.criterion = build_criterion(cfg, soft_targets=self.mixup is not None)
         self.clip = cfg.SOLVER.CLIP_GRAD_L2NORM
         # Window meter (reset at every log) and epoch meter (checkpointed so a resumed epoch's mean is whole).
         self.window_meter, self.epoch_meter = ScalarMeter(), ScalarMeter()

@@ -65,3 +65,21 @@ def test_dataset_aggregate_is_scored_instead_of_items():
 def test_topk_correct_caps_k_at_the_class_count():
     scores = torch.tensor([[0.1, 0.9], [0.8, 0.2]])
     assert topk_correct(scores, torch.tensor([1, 1]), (1, 5)) == [1, 2]
+
+
+class NamedAggregatedViews(Views):
+    def __init__(self):
+        self.names = []
+
+    def aggregate(self, indices, scores, labels, name=None):
+        self.names.append(name)
+        return scores, labels
+
+
+def test_aggregate_gets_the_evaluation_name_when_it_takes_one():
+    dataset = NamedAggregatedViews()
+    loader = build_loader(dataset, batch_size=4, train=False, seed=0)
+    for name in ("val", "val_ema"):
+        res = evaluate(nn.Identity(), loader, device=torch.device("cpu"), desc=name)
+        assert "loss" not in res.metrics  # aggregated scores are not logits: no loss is made up
+    assert dataset.names == ["val", "val_ema"]

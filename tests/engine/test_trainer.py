@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from timm.loss import SoftTargetCrossEntropy
+from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
+from torch import nn
 
 from mvit.checkpoint.state import find_resume_checkpoint
+from mvit.config import ConfigError
 from mvit.engine import hooks as H
 from mvit.engine import preemption
 from mvit.engine.data import build_loader
@@ -133,3 +137,39 @@ def test_mixup_and_label_smoothing_give_soft_targets_and_soft_target_ce(make_cfg
         items_per_batch=4,
     )
     assert plain.mixup is None and plain.criterion.label_smoothing == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    "loss_func, mixup, expected",
+    [
+        ("soft_cross_entropy", True, SoftTargetCrossEntropy),
+        ("soft_cross_entropy", False, nn.CrossEntropyLoss),
+        ("cross_entropy", True, nn.CrossEntropyLoss),
+        ("binary_cross_entropy", False, BinaryCrossEntropy),
+    ],
+)
+def test_loss_func_selects_the_training_loss(make_cfg, tiny_net, noisy_images, loss_func, mixup, expected):
+    cfg = make_cfg(**{"MODEL.LOSS_FUNC": loss_func, "MIXUP.ENABLE": mixup, "MIXUP.LABEL_SMOOTH_VALUE": 0.1})
+    loader = build_loader(noisy_images(8), batch_size=4, train=True, seed=0)
+    trainer = ClassificationTrainer(cfg, tiny_net(), loader, device=torch.device("cpu"), items_per_batch=4)
+    assert type(trainer.criterion) is expected
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    if loss_func == "cross_entropy":  # mixup targets are already smoothed: no second smoothing
+        soft = F.one_hot(labels, 3).float() * 0.7 + 0.1
+        assert trainer.criterion.label_smoothing == 0.0
+        torch.testing.assert_close(trainer.criterion(logits, soft), -(soft * logits.log_softmax(-1)).sum(-1).mean())
+    if loss_func == "binary_cross_entropy":
+        target = F.one_hot(labels, 3).float() * 0.9 + 0.1 / 3
+        torch.testing.assert_close(
+            trainer.criterion(logits, labels), F.binary_cross_entropy_with_logits(logits, target)
+        )
+    trainer.train()  # one epoch runs with the chosen loss
+    assert math.isfinite(trainer.last_values["loss"])
+
+
+def test_unknown_loss_func_names_the_key(make_cfg, tiny_net, noisy_images):
+    loader = build_loader(noisy_images(8), batch_size=4, train=True, seed=0)
+    with pytest.raises(ConfigError, match="MODEL.LOSS_FUNC.*'focal'"):
+        ClassificationTrainer(
+            make_cfg(**{"MODEL.LOSS_FUNC": "focal"}), tiny_net(), loader, device=torch.device("cpu"), items_per_batch=4
+        )
