@@ -57,8 +57,8 @@ class Target:
 
 TARGETS = {
     "run_net": Target("tools/run_net.py", cooperative_stop=True),
-    # detectron2's trainer has no stop hook yet: submitit requeues it and `--resume` continues.
-    "detection": Target("projects/detection/train_net.py", cooperative_stop=False),
+    # train_net's StopOnRequest hook checkpoints after the current iteration; `--resume` continues.
+    "detection": Target("projects/detection/train_net.py", cooperative_stop=True),
 }
 # What a task's entry point returns when it checkpointed and stopped on a signal.
 _STOPPED = object()

@@ -18,6 +18,12 @@ written by this script: loaded by ``DetectionCheckpointer``) or an ImageNet chec
 a report of the keys used, left new and not used, also written to ``{output_dir}/init_report.json``).
 
 Without a GPU, ``train.device`` falls back to ``cpu`` and AMP is turned off.
+
+Preemption: a stop request (:func:`mvit.engine.preemption.request_stop`, which the SLURM launcher calls on
+``SIGUSR2`` before a time limit and on ``SIGTERM``) makes the trainer write ``model_{iter}.pth`` after the current
+iteration on every rank's agreement, then raise :class:`~mvit.engine.preemption.Preempted`; ``--resume`` continues
+at the next iteration with the optimizer, scheduler and scaler state of the checkpoint. Run directly, the script
+then exits with code 75 (``PREEMPTED_EXIT_CODE``).
 """
 
 from __future__ import annotations
@@ -55,11 +61,53 @@ from detectron2.utils.file_io import PathManager  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mvit.checkpoint import detect_format, load_checkpoint, read_checkpoint  # noqa: E402
+from mvit.engine import preemption  # noqa: E402
 from projects.detection.backbone import MViTBackbone  # noqa: E402
 
 logger = logging.getLogger("detectron2")
 
-__all__ = ["do_test", "do_train", "find_mvit_backbone", "initialize_from_checkpoint", "main", "setup"]
+__all__ = [
+    "StopOnRequest",
+    "do_test",
+    "do_train",
+    "find_mvit_backbone",
+    "initialize_from_checkpoint",
+    "main",
+    "setup",
+]
+
+
+class StopOnRequest(hooks.HookBase):
+    """Checkpoint and stop when :mod:`mvit.engine.preemption` was asked to (a signal, the SLURM launcher).
+
+    After every iteration all ranks agree on the flag (one all-reduce of a scalar); on a stop, rank 0 writes
+    ``model_{iter:07d}.pth`` (with the trainer's optimizer / scheduler / scaler state, and ``last_checkpoint``
+    pointing at it only once it is complete) and every rank waits for it. detectron2's loop has no cooperative
+    exit, so an exception ends training: :class:`_StopTraining`, which :func:`do_train` turns into ``Preempted``.
+    The ``after_train`` hooks see an unfinished run and neither evaluate nor write ``model_final``.
+    """
+
+    def __init__(self, checkpointer: DetectionCheckpointer, device: str) -> None:
+        self.checkpointer, self.device = checkpointer, torch.device(device)
+
+    def after_step(self) -> None:
+        if not preemption.sync_stop_requested(self.device):
+            return
+        iteration = self.trainer.iter
+        name = f"model_{iteration:07d}"
+        if comm.is_main_process():
+            self.checkpointer.save(name, iteration=iteration)
+        comm.synchronize()
+        path = os.path.join(self.checkpointer.save_dir, f"{name}.pth")
+        raise _StopTraining(preemption.Preempted(path, 0, iteration + 1, preemption.stop_reason()))
+
+
+class _StopTraining(BaseException):
+    """Carries ``Preempted`` out of detectron2's loop, which logs every ``Exception`` as a training failure."""
+
+    def __init__(self, preempted: preemption.Preempted) -> None:
+        super().__init__(str(preempted))
+        self.preempted = preempted
 
 
 def find_mvit_backbone(model: nn.Module) -> tuple[str, MViTBackbone]:
@@ -193,6 +241,9 @@ def do_train(args, cfg) -> Dict[str, Any]:
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             hooks.EvalHook(cfg.train.eval_period, evaluate),
+            # After the lr scheduler and periodic checkpointer (the state saved is a finished iteration's) and
+            # after the evaluation due at this iteration (a resumed run would skip it).
+            StopOnRequest(checkpointer, cfg.train.device),
             hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
             if comm.is_main_process()
             else None,
@@ -204,7 +255,11 @@ def do_train(args, cfg) -> Dict[str, Any]:
         checkpointer.resume_or_load("", resume=True)
         start_iter = trainer.iter + 1  # the checkpoint holds the iteration that just finished
         logger.info("Resuming from %s at iteration %d", checkpointer.get_checkpoint_file(), start_iter)
-    trainer.train(start_iter, cfg.train.max_iter)
+    try:
+        trainer.train(start_iter, cfg.train.max_iter)
+    except _StopTraining as stop:
+        logger.info("%s", stop.preempted)
+        raise stop.preempted from None
     return last_results
 
 
@@ -239,17 +294,22 @@ def parse_args(argv: Optional[List[str]] = None):
     return default_argument_parser(epilog=__doc__).parse_args(argv)
 
 
-def invoke_main(argv: Optional[List[str]] = None) -> None:
+def invoke_main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except preemption.Preempted as err:
+        print(f"stopped: {err}; run the same command with --resume to continue", file=sys.stderr)
+        return preemption.PREEMPTED_EXIT_CODE
+    return 0
 
 
 if __name__ == "__main__":
-    invoke_main()
+    sys.exit(invoke_main())

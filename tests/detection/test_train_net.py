@@ -51,3 +51,38 @@ def test_train_evaluate_resume(synthetic_root, tmp_path):
     final = os.path.join(out, "model_final.pth")
     evaluated = train_net.main(train_net.parse_args(["--eval-only", *common, f"train.init_checkpoint={final}"]))
     assert set(evaluated) == {"bbox", "segm"}
+
+
+def test_stop_request_checkpoints_and_resume_continues(synthetic_root, tmp_path):
+    from mvit.engine import preemption
+
+    out = str(tmp_path / "run")
+    common = [
+        "--config-file", DEMO,
+        f"dataloader.train.dataset.root={synthetic_root}",
+        "dataloader.train.dataset.prefix=test_train_net_stop",
+        "dataloader.train.num_workers=0",
+        "dataloader.test.num_workers=0",
+        "dataloader.train.total_batch_size=2",
+        f"train.output_dir={out}",
+        "train.log_period=1",
+        "train.checkpointer.period=100",
+        "train.max_iter=3",
+        "train.eval_period=100",
+    ]  # fmt: skip
+    # A stop requested before training (as SIGUSR2 / SIGTERM would through the SLURM launcher): the first
+    # iteration runs, is checkpointed, and the script exits with the "run me again" code.
+    preemption.request_stop("test: time limit near")
+    try:
+        assert train_net.invoke_main(common) == preemption.PREEMPTED_EXIT_CODE
+    finally:
+        preemption.clear_stop_request()
+    with open(os.path.join(out, "last_checkpoint")) as f:
+        assert f.read().strip() == "model_0000000.pth"
+    assert not os.path.exists(os.path.join(out, "model_final.pth"))  # no final save / evaluation after a stop
+
+    train_net.main(train_net.parse_args(["--resume", *common]))
+    with open(os.path.join(out, "log.txt")) as f:
+        assert "model_0000000.pth at iteration 1" in f.read()
+    assert _iterations(os.path.join(out, "metrics.json"))[-2:] == [1, 2]
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))

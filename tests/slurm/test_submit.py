@@ -296,3 +296,54 @@ def test_two_task_job_requeues_itself_before_time_limit(
     assert_resumed_mid_training(tmp_path, tiny_experiment)
     state = assert_trained(tmp_path, tiny_experiment, world_size=2)
     assert_same_weights(state["model"], final_state(local_two_task_job)["model"])
+
+
+def detection_iteration(job_dir: Path) -> int:
+    """Highest training iteration detectron2 wrote to ``metrics.json`` so far (-1 before the first)."""
+    path = job_dir / "metrics.json"
+    if not path.exists():
+        return -1
+    lines = [line for line in path.read_text().splitlines() if '"total_loss"' in line]  # not evaluation results
+    return max((int(m) for m in re.findall(r'"iteration": (\d+)', "\n".join(lines))), default=-1)
+
+
+def test_detection_job_checkpoints_and_requeues_before_time_limit(
+    slurm_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """train_net on SLURM: SIGUSR2 mid-training -> checkpoint after the current iteration, requeue, --resume."""
+    pytest.importorskip("detectron2.engine", reason="detectron2 is not installed (bash tools/install_detectron2.sh)")
+    from projects.detection.data.synthetic_coco import generate_synthetic_coco
+
+    data = tmp_path_factory.mktemp("slurm_coco")
+    generate_synthetic_coco(str(data), num_train=8, num_val=2, image_size=(128, 128), max_objects=2, progress=False)
+    job_dir = tmp_path_factory.mktemp("detection_job")
+    max_iter = 8
+    args = [
+        "--target", "detection",
+        "--cfg", str(ROOT / "projects" / "detection" / "configs" / "mask_rcnn_mvitv2_demo_synthetic.py"),
+        "--job-dir", str(job_dir), "--gpus-per-node", "0", "--tasks-per-node", "1", "--cpus-per-task", "1",
+        "--mem-gb", "4", "--time", "15",
+        f"dataloader.train.dataset.root={data}", "dataloader.train.dataset.prefix=slurm_detection",
+        "dataloader.train.num_workers=1", "dataloader.test.num_workers=0", "dataloader.train.total_batch_size=2",
+        f"train.max_iter={max_iter}", "train.eval_period=0", "train.checkpointer.period=1000", "train.log_period=1",
+    ]  # fmt: skip
+    job_id = submit_slurm(args, slurm_env)
+    wait_for(lambda: detection_iteration(job_dir) >= 1, "detection iteration 1", job_dir, poll=0.05)
+    subprocess.run(["scancel", "--signal=USR2", job_id], env=slurm_env, check=True, timeout=30)
+    wait_for_state(job_id, slurm_env, {"PENDING"}, job_dir)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=slurm_env, check=True, timeout=30)
+    info = wait_for_state(job_id, slurm_env, {"COMPLETED"}, job_dir)
+    assert info.restarts == 1
+
+    task_log = "\n".join(p.read_text() for p in sorted((job_dir / "submitit").glob("*_0_log.err")))
+    stop = re.search(r"training stopped at epoch 0 iteration (\d+)", task_log)
+    assert stop, f"the task did not checkpoint on the signal\n{logs_tail(job_dir)}"
+    stopped_at = int(stop[1])
+    assert 1 <= stopped_at < max_iter, "stopped after training ended"
+    # The requeued run continues right after the checkpointed iteration: nothing is trained twice or skipped.
+    resumed = re.search(r"Resuming from \S+model_(\d+)\.pth at iteration (\d+)", (job_dir / "log.txt").read_text())
+    assert resumed, f"the requeued job did not resume\n{logs_tail(job_dir)}"
+    assert int(resumed[1]) + 1 == int(resumed[2]) == stopped_at
+    assert (job_dir / "model_final.pth").is_file()
+    assert detection_iteration(job_dir) == max_iter - 1
+    assert "Exception during training" not in (job_dir / "log.txt").read_text()  # a stop is not a failure
