@@ -195,6 +195,13 @@ def _initialize_backbone(model: nn.Module, path: str, local: str) -> Dict[str, A
     return result
 
 
+def _ddp(model: nn.Module, device: str, **kwargs: Any) -> nn.Module:
+    """detectron2's ``create_ddp_model``, also for CPU processes (gloo): DDP takes no device ids there."""
+    if not str(device).startswith("cuda"):
+        kwargs.setdefault("device_ids", None)
+    return create_ddp_model(model, **kwargs)
+
+
 def do_test(cfg, model: nn.Module) -> Dict[str, Any]:
     """COCO-style evaluation of ``model`` on ``cfg.dataloader.test`` with ``cfg.dataloader.evaluator``."""
     if "evaluator" not in cfg.dataloader:
@@ -225,7 +232,7 @@ def do_train(args, cfg) -> Dict[str, Any]:
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
 
-    model = create_ddp_model(model, **cfg.train.ddp)
+    model = _ddp(model, cfg.train.device, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
     checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     last_results: Dict[str, Any] = {}
@@ -285,7 +292,7 @@ def main(args) -> Dict[str, Any]:
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         initialize_from_checkpoint(model, cfg.train.init_checkpoint)
-        model = create_ddp_model(model)
+        model = _ddp(model, cfg.train.device)
         return do_test(cfg, model)
     return do_train(args, cfg)
 

@@ -86,3 +86,31 @@ def test_stop_request_checkpoints_and_resume_continues(synthetic_root, tmp_path)
         assert "model_0000000.pth at iteration 1" in f.read()
     assert _iterations(os.path.join(out, "metrics.json"))[-2:] == [1, 2]
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
+
+
+def test_two_cpu_processes_train_and_evaluate(synthetic_root, tmp_path):
+    """--num-gpus 2 without a GPU: two gloo processes, DDP on CPU, evaluation gathered over both ranks."""
+    out = tmp_path / "ddp"
+    code = train_net.invoke_main(
+        [
+            "--config-file", DEMO, "--num-gpus", "2", "--dist-url", "auto",
+            f"dataloader.train.dataset.root={synthetic_root}",
+            "dataloader.train.dataset.prefix=test_train_net_ddp",
+            "dataloader.train.num_workers=0",
+            "dataloader.test.num_workers=0",
+            "dataloader.train.total_batch_size=2",
+            f"train.output_dir={out}",
+            "train.log_period=1",
+            "train.max_iter=2",
+            "train.eval_period=2",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert (out / "model_final.pth").is_file()
+    log = (out / "log.txt").read_text()
+    assert (
+        "DistributedDataParallel" in log
+        or "world size: 2" in log.lower()
+        or "Rank of current process: 0. World size: 2" in log
+    )
+    assert _iterations(str(out / "metrics.json")) == [0, 1]
