@@ -128,6 +128,20 @@ def run_net() -> RunNet:
     return RunNet()
 
 
+def make_run_net_argv(cfg: Path, data: Path, out: Path, *opts: object) -> list[str]:
+    """run_net's command line in a test: ``cfg`` on ``data`` into ``out``, then ``KEY VALUE`` overrides.
+    ``--stop-signals none``: in-process runs leave pytest's signal handlers alone."""
+    return [
+        "--cfg", str(cfg), "--stop-signals", "none",
+        "DATA.PATH_TO_DATA_DIR", str(data), "OUTPUT_DIR", str(out), *map(str, opts),
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def run_net_argv():
+    return make_run_net_argv
+
+
 @pytest.fixture
 def run_net_main():
     """``tools/run_net.py``'s ``main`` imported by path (in-process runs)."""

@@ -7,35 +7,21 @@ import shutil
 import pytest
 
 
-def _argv(cfg, data, out, *opts):
-    return [
-        "--cfg",
-        str(cfg),
-        "--stop-signals",
-        "none",
-        "DATA.PATH_TO_DATA_DIR",
-        str(data),
-        "OUTPUT_DIR",
-        str(out),
-        "SOLVER.MAX_EPOCH",
-        "1",
-        *map(str, opts),
-    ]
-
-
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
     return err
 
 
-def test_files_that_are_not_images_are_named_in_the_log_and_skipped(image_tree, tiny_cfg, run_net_main, tmp_path):
+def test_files_that_are_not_images_are_named_in_the_log_and_skipped(
+    image_tree, tiny_cfg, run_net_main, tmp_path, run_net_argv
+):
     (image_tree / "train" / "circle" / "notes.txt").write_text("not an image")
     (image_tree / "train" / "square" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
     (image_tree / "val" / "stripes" / "empty.jpg").write_bytes(b"")
     out = tmp_path / "out"
     # every image is read at least once in an epoch, and the last val item is the empty file
-    assert run_net_main(_argv(tiny_cfg, image_tree, out, "AUG.NUM_SAMPLE", 1)) == 0
+    assert run_net_main(run_net_argv(tiny_cfg, image_tree, out, "SOLVER.MAX_EPOCH", 1, "AUG.NUM_SAMPLE", 1)) == 0
     log = (out / "log.txt").read_text()
     assert "not images" in log and "notes.txt" in log
     assert "cannot read image" in log and "broken.png" in log and "empty.jpg" in log
@@ -43,7 +29,7 @@ def test_files_that_are_not_images_are_named_in_the_log_and_skipped(image_tree, 
 
 
 @pytest.mark.parametrize("case", ["empty", "missing", "no_val_class", "no_images"])
-def test_bad_data_folders_are_one_line_errors(case, image_tree, tiny_cfg, run_net_main, tmp_path, capsys):
+def test_bad_data_folders_are_one_line_errors(case, image_tree, tiny_cfg, run_net_main, tmp_path, capsys, run_net_argv):
     data = image_tree
     if case == "empty":
         data = tmp_path / "empty"
@@ -55,18 +41,18 @@ def test_bad_data_folders_are_one_line_errors(case, image_tree, tiny_cfg, run_ne
     else:
         for f in (image_tree / "train" / "square").iterdir():
             f.unlink()
-    assert run_net_main(_argv(tiny_cfg, data, tmp_path / "out")) == 2
+    assert run_net_main(run_net_argv(tiny_cfg, data, tmp_path / "out")) == 2
     err = _one_line_error(capsys)
     expected = {"empty": str(data), "missing": str(data), "no_val_class": "'stripes'", "no_images": "square"}[case]
     assert expected in err
 
 
-def test_config_errors_are_one_line(image_tree, tiny_cfg, run_net_main, tmp_path, capsys):
+def test_config_errors_are_one_line(image_tree, tiny_cfg, run_net_main, tmp_path, capsys, run_net_argv):
     assert run_net_main(["--cfg", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml" in _one_line_error(capsys)
-    assert run_net_main(_argv(tiny_cfg, image_tree, tmp_path / "o", "TRAIN.NO_SUCH_KEY", 1)) == 2
+    assert run_net_main(run_net_argv(tiny_cfg, image_tree, tmp_path / "o", "TRAIN.NO_SUCH_KEY", 1)) == 2
     assert "TRAIN.NO_SUCH_KEY" in _one_line_error(capsys)
-    assert run_net_main(_argv(tiny_cfg, image_tree, tmp_path / "o", "MODEL.NUM_CLASSES", 2)) == 2
+    assert run_net_main(run_net_argv(tiny_cfg, image_tree, tmp_path / "o", "MODEL.NUM_CLASSES", 2)) == 2
     assert "MODEL.NUM_CLASSES" in _one_line_error(capsys)
-    assert run_net_main(_argv(tiny_cfg, image_tree, tmp_path / "o", "TRAIN.BATCH_SIZE", 3)) == 2
+    assert run_net_main(run_net_argv(tiny_cfg, image_tree, tmp_path / "o", "TRAIN.BATCH_SIZE", 3)) == 2
     assert "even" in _one_line_error(capsys)

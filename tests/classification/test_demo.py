@@ -70,22 +70,11 @@ def test_digits_demo_reaches_90_percent_and_predicts(tmp_path, helpers):
     assert len(top1) == 10 and sum(t == str(d) for d, t in enumerate(top1)) >= 8, pred.stdout
 
 
-def test_predict_names_classes_from_the_checkpoint_and_imagenet(image_tree, tiny_cfg, run_net_main, tmp_path, helpers):
+def test_predict_names_classes_from_the_checkpoint_and_imagenet(
+    image_tree, tiny_cfg, run_net_main, tmp_path, helpers, run_net_argv
+):
     out = tmp_path / "out"
-    argv = [
-        "--cfg",
-        str(tiny_cfg),
-        "--stop-signals",
-        "none",
-        "DATA.PATH_TO_DATA_DIR",
-        str(image_tree),
-        "OUTPUT_DIR",
-        str(out),
-        "SOLVER.MAX_EPOCH",
-        "1",
-        "TEST.ENABLE",
-        "False",
-    ]
+    argv = run_net_argv(tiny_cfg, image_tree, out, "SOLVER.MAX_EPOCH", 1, "TEST.ENABLE", False)
     assert run_net_main(argv) == 0
     image = sorted((image_tree / "val" / "square").iterdir())[0]
     pred = _predict(helpers, "--cfg", tiny_cfg, "--checkpoint", out / "checkpoints" / "last.pyth", image)

@@ -10,21 +10,7 @@ import torch
 from mvit.checkpoint.state import load_training_state
 
 
-def _argv(cfg, data, out, *opts):
-    return [
-        "--cfg",
-        str(cfg),
-        "--stop-signals",
-        "none",
-        "DATA.PATH_TO_DATA_DIR",
-        str(data),
-        "OUTPUT_DIR",
-        str(out),
-        *map(str, opts),
-    ]
-
-
-def test_every_recipe_option_at_once_trains_and_tests(image_tree, tiny_cfg, run_net_main, tmp_path):
+def test_every_recipe_option_at_once_trains_and_tests(image_tree, tiny_cfg, run_net_main, tmp_path, run_net_argv):
     out = tmp_path / "out"
     opts = (
         "TRAIN.MIXED_PRECISION",
@@ -46,7 +32,7 @@ def test_every_recipe_option_at_once_trains_and_tests(image_tree, tiny_cfg, run_
         "SOLVER.MAX_EPOCH",
         1,
     )
-    assert run_net_main(_argv(tiny_cfg, image_tree, out, *opts)) == 0
+    assert run_net_main(run_net_argv(tiny_cfg, image_tree, out, *opts)) == 0
     state = load_training_state(str(out / "checkpoints" / "last.pyth"))
     # 24 images, steps of 8 rows = 2 micro-batches of 4 rows = 2 images x 2 views: 6 steps
     assert (state["epoch"], state["step"]) == (1, 6)
@@ -55,9 +41,11 @@ def test_every_recipe_option_at_once_trains_and_tests(image_tree, tiny_cfg, run_
     assert {"val", "val_ema", "test", "test_ema"} <= {r["split"] for r in records}
 
 
-def test_fine_tuning_loads_the_backbone_and_replaces_the_head(image_tree, tiny_cfg, run_net_main, tmp_path):
+def test_fine_tuning_loads_the_backbone_and_replaces_the_head(
+    image_tree, tiny_cfg, run_net_main, tmp_path, run_net_argv
+):
     src = tmp_path / "src"
-    assert run_net_main(_argv(tiny_cfg, image_tree, src, "SOLVER.MAX_EPOCH", 1, "TEST.ENABLE", False)) == 0
+    assert run_net_main(run_net_argv(tiny_cfg, image_tree, src, "SOLVER.MAX_EPOCH", 1, "TEST.ENABLE", False)) == 0
     weights = src / "checkpoints" / "last.pyth"
     dst = tmp_path / "dst"
     # lr 0 everywhere: after training, the weights are exactly what the fine-tuning run started from.
@@ -77,7 +65,7 @@ def test_fine_tuning_loads_the_backbone_and_replaces_the_head(image_tree, tiny_c
         "TEST.ENABLE",
         False,
     )
-    assert run_net_main(_argv(tiny_cfg, image_tree, dst, *opts)) == 0
+    assert run_net_main(run_net_argv(tiny_cfg, image_tree, dst, *opts)) == 0
     before = load_training_state(str(weights))["model"]
     after = load_training_state(str(dst / "checkpoints" / "last.pyth"))["model"]
     assert after["head.projection.weight"].shape[0] == 5 and before["head.projection.weight"].shape[0] == 3

@@ -100,20 +100,11 @@ def test_interrupted_run_restarted_with_the_same_command_ends_with_the_same_weig
     _assert_same_final_state(final, load_training_state(str(out / "checkpoints" / "last.pyth")))
 
 
-def test_truncated_newest_checkpoint_is_skipped_in_favour_of_the_previous(image_tree, tiny_cfg, run_net_main, tmp_path):
+def test_truncated_newest_checkpoint_is_skipped_in_favour_of_the_previous(
+    image_tree, tiny_cfg, run_net_main, tmp_path, run_net_argv
+):
     out = tmp_path / "out"
-    argv = [
-        "--cfg",
-        str(tiny_cfg),
-        "--stop-signals",
-        "none",
-        "DATA.PATH_TO_DATA_DIR",
-        str(image_tree),
-        "OUTPUT_DIR",
-        str(out),
-        "TEST.ENABLE",
-        "False",
-    ]
+    argv = run_net_argv(tiny_cfg, image_tree, out, "TEST.ENABLE", False)
     assert run_net_main(argv) == 0
     last = out / "checkpoints" / "last.pyth"
     data = last.read_bytes()

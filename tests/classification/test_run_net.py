@@ -22,22 +22,9 @@ def _last(records: list[dict], split: str) -> dict:
     return [r for r in records if r["split"] == split][-1]
 
 
-def test_train_and_test_in_one_process(image_tree, tiny_cfg, run_net_main, tmp_path):
+def test_train_and_test_in_one_process(image_tree, tiny_cfg, run_net_main, tmp_path, run_net_argv):
     out = tmp_path / "out"
-    argv = [
-        "--cfg",
-        str(tiny_cfg),
-        "--stop-signals",
-        "none",
-        "DATA.PATH_TO_DATA_DIR",
-        str(image_tree),
-        "OUTPUT_DIR",
-        str(out),
-        "TRAIN.TENSORBOARD",
-        "True",
-        "TRAIN.EMA_ENABLE",
-        "True",
-    ]
+    argv = run_net_argv(tiny_cfg, image_tree, out, "TRAIN.TENSORBOARD", True, "TRAIN.EMA_ENABLE", True)
     assert run_net_main(argv) == 0
 
     records = _records(out)
