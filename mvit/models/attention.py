@@ -50,6 +50,22 @@ Grid = Tuple[int, ...]
 _FOLD_MIN_LOGITS = 2**18
 
 
+def _bf16_conv3d_training(x: torch.Tensor, pool: nn.Module) -> bool:
+    """Whether a 3-D pooling convolution will compute a bf16 weight gradient on the CPU.
+
+    oneDNN's AMX bf16 kernel for depthwise conv3d on channels-last-3d input returns wrong weight gradients for a
+    temporal size of 2 (relative error 0.5-1.4, sometimes non-finite; torch 2.14.1, oneDNN 3.x); channels-first
+    input is exact to bf16 rounding, and its bf16 forward + backward also took half the time at the video S
+    shapes. Forward and input gradients are right either way, so inference keeps channels-last (much faster).
+    """
+    if not isinstance(pool, nn.Conv3d) or x.device.type != "cpu" or torch.jit.is_tracing():
+        return False
+    if not (torch.is_grad_enabled() and pool.weight.requires_grad):
+        return False
+    autocast_bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return x.dtype == torch.bfloat16 or autocast_bf16
+
+
 def _pool_grid(
     x: torch.Tensor, pool: Optional[nn.Module], thw: Grid, has_cls: bool, norm: Optional[nn.Module] = None
 ) -> Tuple[torch.Tensor, Grid]:
@@ -69,7 +85,8 @@ def _pool_grid(
     # copy a strided input itself, in the forward and again in the convolution's backward.
     # (Explicit permutations instead of movedim(-1, 1): the TorchScript ONNX exporter mistranslates the latter.)
     n = len(thw)
-    x = channels_last(x.reshape(B, *thw, heads * C).permute(0, n + 1, *range(1, n + 1)))
+    x = x.reshape(B, *thw, heads * C).permute(0, n + 1, *range(1, n + 1))
+    x = x.contiguous() if _bf16_conv3d_training(x, pool) else channels_last(x)
     if isinstance(pool, (nn.Conv2d, nn.Conv3d)):
         weight = pool.weight if heads == 1 else torch.cat([pool.weight] * heads)
         conv = F.conv2d if n == 2 else F.conv3d
