@@ -50,20 +50,27 @@ Grid = Tuple[int, ...]
 _FOLD_MIN_LOGITS = 2**18
 
 
-def _bf16_conv3d_training(x: torch.Tensor, pool: nn.Module) -> bool:
-    """Whether a 3-D pooling convolution will compute a bf16 weight gradient on the CPU.
+def _bf16_weight_grad_needs_channels_first(x: torch.Tensor, pool: nn.Module) -> bool:
+    """Whether a pooling convolution on ``x`` (B, C, *grid) must run channels-first to get a right bf16 weight gradient.
 
-    oneDNN's AMX bf16 kernel for depthwise conv3d on channels-last-3d input returns wrong weight gradients for a
-    temporal size of 2 (relative error 0.5-1.4, sometimes non-finite; torch 2.14.1, oneDNN 3.x); channels-first
-    input is exact to bf16 rounding, and its bf16 forward + backward also took half the time at the video S
-    shapes. Forward and input gradients are right either way, so inference keeps channels-last (much faster).
+    oneDNN's AMX bf16 kernels for depthwise convolutions on channels-last input return wrong weight gradients
+    (relative error 0.3-1.4, or garbage from uninitialised memory; torch 2.14.1) for 3-D grids of 2 frames, and in
+    2-D and 3-D for an output width of 1 with a width stride > 1 (pytorch/pytorch#169688 is the forward's twin).
+    Channels-first input is right to bf16 rounding. 3-D convolutions always take it in bf16 training: it also
+    took half the time at the video S shapes; 2-D ones only in the faulty case (channels-last is 1.3-2x faster
+    there otherwise). Forward and input gradients are right either way, so inference keeps channels-last.
     """
-    if not isinstance(pool, nn.Conv3d) or x.device.type != "cpu" or torch.jit.is_tracing():
+    if not isinstance(pool, (nn.Conv2d, nn.Conv3d)) or x.device.type != "cpu" or torch.jit.is_tracing():
         return False
     if not (torch.is_grad_enabled() and pool.weight.requires_grad):
         return False
     autocast_bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    return x.dtype == torch.bfloat16 or autocast_bf16
+    if not (x.dtype == torch.bfloat16 or autocast_bf16):
+        return False
+    if isinstance(pool, nn.Conv3d):
+        return True
+    kernel, stride, padding = pool.kernel_size[-1], pool.stride[-1], pool.padding[-1]
+    return stride > 1 and (x.shape[-1] + 2 * padding - kernel) // stride + 1 == 1
 
 
 def _pool_grid(
@@ -86,7 +93,7 @@ def _pool_grid(
     # (Explicit permutations instead of movedim(-1, 1): the TorchScript ONNX exporter mistranslates the latter.)
     n = len(thw)
     x = x.reshape(B, *thw, heads * C).permute(0, n + 1, *range(1, n + 1))
-    x = x.contiguous() if _bf16_conv3d_training(x, pool) else channels_last(x)
+    x = x.contiguous() if _bf16_weight_grad_needs_channels_first(x, pool) else channels_last(x)
     if isinstance(pool, (nn.Conv2d, nn.Conv3d)):
         weight = pool.weight if heads == 1 else torch.cat([pool.weight] * heads)
         conv = F.conv2d if n == 2 else F.conv3d
