@@ -13,8 +13,6 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 CLASSES = ("circle", "square", "stripes")
 

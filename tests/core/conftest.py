@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from mvit.models import MViT, MViTConfig
 
@@ -32,14 +31,6 @@ def tiny_model(ndim: int = 2, **overrides) -> MViT:
     return MViT(tiny_config(ndim, **overrides))
 
 
-def perturb_(model: torch.nn.Module, scale: float = 0.02) -> torch.nn.Module:
-    """Add noise to every parameter, so that zero-initialised tables and biases are not zero."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * scale)
-    return model
-
-
 @pytest.fixture
 def make_tiny():
     """Factory of tiny models: ``make_tiny(ndim=2, **MViTConfig overrides)``."""
@@ -49,8 +40,3 @@ def make_tiny():
 @pytest.fixture
 def make_tiny_config():
     return tiny_config
-
-
-@pytest.fixture
-def perturb():
-    return perturb_

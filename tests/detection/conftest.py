@@ -1,13 +1,6 @@
 """Fixtures of the detection tests: a tiny generated COCO-format set, shared by the session."""
 
-import os
-import sys
-
 import pytest
-
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 
 @pytest.fixture(scope="session")

@@ -65,13 +65,10 @@ def test_block_layout_of_tiny():
 
 
 @pytest.fixture(scope="module")
-def copied_pair(tmp_path_factory):
+def copied_pair(tmp_path_factory, perturb):
     """detectron2's MViTv2-T with every parameter perturbed, and ours loaded from its detectron2 checkpoint."""
     torch.manual_seed(0)
-    ref = detectron2_mvit(**TINY).eval()
-    with torch.no_grad():
-        for p in ref.parameters():  # zero-initialised rel-pos tables and biases become non-zero
-            p.add_(torch.randn_like(p) * 0.02)
+    ref = perturb(detectron2_mvit(**TINY).eval())  # zero-initialised rel-pos tables and biases become non-zero
     path = tmp_path_factory.mktemp("d2") / "model_final.pth"
     torch.save({"model": {f"backbone.bottom_up.{k}": v for k, v in ref.state_dict().items()}}, path)
     ours = MViTBackbone(**TINY).eval()

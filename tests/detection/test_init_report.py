@@ -22,13 +22,9 @@ PREFIX = "backbone.bottom_up."
 
 
 @pytest.fixture(scope="module")
-def imagenet_model():
+def imagenet_model(perturb):
     torch.manual_seed(0)
-    model = mvit.create_model("mvitv2_t")
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model
+    return perturb(mvit.create_model("mvitv2_t"))
 
 
 def _write(model, fmt: str, directory) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from mvit.models import MViT, MViTConfig
 
@@ -26,19 +25,11 @@ def tiny_config(ndim: int = 2, **overrides) -> MViTConfig:
     return MViTConfig.from_stages(depths, **base)
 
 
-def perturbed(model: torch.nn.Module, scale: float = 0.05) -> torch.nn.Module:
-    """Noise on every parameter, so that zero-initialised tables and biases take part."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * scale)
-    return model
-
-
 @pytest.fixture
-def make_model():
+def make_model(perturb):
     """``make_model(ndim=2, **MViTConfig overrides)`` -> a perturbed tiny :class:`MViT`."""
 
     def make(ndim: int = 2, **overrides) -> MViT:
-        return perturbed(MViT(tiny_config(ndim, **overrides)))
+        return perturb(MViT(tiny_config(ndim, **overrides)), scale=0.05)
 
     return make

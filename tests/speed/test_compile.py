@@ -7,19 +7,12 @@ import torch
 import mvit
 
 
-def _perturb(model: torch.nn.Module) -> torch.nn.Module:
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name, input_size", [("mvitv2_t", (64, 64)), ("mvitv2_s_16x4", (4, 64, 64))])
-def test_compiled_zoo_model_matches_eager(name, input_size):
+def test_compiled_zoo_model_matches_eager(name, input_size, perturb):
     """The zoo architectures (all blocks, heads and strides), built for a small input so the test stays quick."""
     torch._dynamo.reset()
-    model = _perturb(mvit.create_model(name, input_size=input_size)).eval()
+    model = perturb(mvit.create_model(name, input_size=input_size)).eval()
     x = torch.randn(2, 3, *input_size)
     with torch.no_grad():
         expected, actual = model(x), torch.compile(model, fullgraph=True)(x)

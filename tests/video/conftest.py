@@ -1,13 +1,6 @@
-"""Fixtures of the video tests: the repo root on sys.path and small generated mp4 data sets."""
-
-import os
-import sys
+"""Fixtures of the video tests: small generated mp4 data sets."""
 
 import pytest
-
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 
 @pytest.fixture(scope="session")
