@@ -21,6 +21,8 @@ from typing import Any, Optional
 import torch
 from iopath.common.file_io import g_pathmgr as PathManager
 
+from ..errors import CheckpointError
+
 __all__ = [
     "CHECKPOINT_SUFFIX",
     "LAST_NAME",
@@ -40,10 +42,6 @@ STATE_FORMAT = "mvit-train-state"
 CHECKPOINT_SUFFIX = ".pyth"
 LAST_NAME = "last.pyth"
 _REQUIRED_KEYS = ("format", "epoch", "iter", "step", "model")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read or is not a training state; the message names the file."""
 
 
 def _is_local(path: str) -> bool:

@@ -7,17 +7,10 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from fvcore.common.config import CfgNode
 
+from ..errors import ConfigError, report
 from .defaults import get_cfg
 
 __all__ = ["CfgNode", "ConfigError", "get_cfg", "load_config"]
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the file and key."""
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().strip("'\"").splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def load_config(
@@ -44,7 +37,7 @@ def load_config(
         try:
             cfg.merge_from_file(cfg_file)
         except (KeyError, ValueError, AssertionError, TypeError) as err:
-            raise ConfigError(f"{cfg_file}: {_first_line(err)}") from None
+            raise ConfigError(f"{cfg_file}: {report(err)}") from None
     if opts:
         opts = list(opts)
         if len(opts) % 2:
@@ -52,7 +45,7 @@ def load_config(
         try:
             cfg.merge_from_list(opts)
         except (KeyError, ValueError, AssertionError, TypeError) as err:
-            raise ConfigError(f"command-line override: {_first_line(err)}") from None
+            raise ConfigError(f"command-line override: {report(err)}") from None
     if freeze:
         cfg.freeze()
     return cfg

@@ -24,6 +24,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from fvcore.common.config import CfgNode
 
+from ..errors import UserError
 from ..utils.distributed import init_process_group
 from . import preemption
 
@@ -32,18 +33,8 @@ __all__ = ["USER_ERRORS", "UserError", "get_device", "launch"]
 logger = logging.getLogger(__name__)
 
 
-class UserError(ValueError):
-    """An error in the user's input (data, files, keys) reported as one line, without a traceback."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from ..checkpoint.state import CheckpointError
-    from ..config import ConfigError
-
-    return (UserError, ConfigError, CheckpointError)
-
-
-USER_ERRORS = _user_errors()
+# Kept for callers that catch a tuple: every user error is a UserError now (mvit.errors).
+USER_ERRORS = (UserError,)
 
 
 def get_device(cfg: CfgNode) -> torch.device:

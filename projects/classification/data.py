@@ -3,7 +3,7 @@
 Any class names and any image format Pillow reads. Files whose suffix Pillow does not know are listed in the
 log and left out; an image that fails to decode is named in the log and replaced by the next readable one,
 so one bad file never stops a run. A missing or empty folder and a class missing from ``val/`` are one-line
-errors (:class:`~mvit.engine.UserError`).
+errors (:class:`~mvit.errors.UserError`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from timm.data import create_transform
 from timm.data.auto_augment import RandAugment
 from torch.utils.data import Dataset
 
-from mvit.engine import UserError
+from mvit.errors import UserError
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFolder", "build_imagenet", "build_transform", "load_image"]
 
