@@ -13,7 +13,9 @@ does with it:
 * ``TRANSLATED``: the same setting under one of this project's keys, which receives the value.
 
 A few shared keys also take a foreign *value* (:data:`VALUE_ALIASES`, e.g. PySlowFast's boolean
-``TRAIN.MIXED_PRECISION``). Keys that are neither ours nor in the table stay errors. YAML is read as the
+``TRAIN.MIXED_PRECISION``). A file that sets ``MODEL.ARCH`` (a key only PySlowFast has) is a PySlowFast
+config: the shared keys it leaves out take PySlowFast's defaults where they differ from ours
+(:data:`PYSLOWFAST_DEFAULTS`: its K400 files state no ``DATA.MEAN``, meaning 0.45, not ImageNet's). Keys that are neither ours nor in the table stay errors. YAML is read as the
 publishers read it: PyYAML's ``safe_load`` (a repeated key: the last wins, logged), then yacs literal
 evaluation of strings (``PATCH_KERNEL: (3, 7, 7)`` becomes a tuple, then our list); a file PyYAML cannot
 parse is one error line with its file and line.
@@ -635,6 +637,23 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+def _translate(entry: ForeignKey, key: str, value: Any, cfg: CfgNode, state: ForeignKeys) -> List[str]:
+    """Give our key the value of a ``TRANSLATED`` foreign key; what changed (nothing without our key)."""
+    if entry.apply is not None:
+        return entry.apply(value, cfg)
+    if not _has(cfg, entry.to):
+        return []  # our key belongs to a project not loaded in this run, where the setting has no effect
+    ours = entry.convert(value)
+    if entry.to in state.set_at and not _same(_get(cfg, entry.to), ours):
+        raise ConfigError(
+            f"{key} {value!r} means {entry.to} {ours!r}, but {state.set_at[entry.to]} sets "
+            f"{entry.to} {_get(cfg, entry.to)!r}"
+        )
+    *parents, leaf = entry.to.split(".")
+    _get(cfg, ".".join(parents))[leaf] = ours
+    return [f"{entry.to} = {ours!r}"]
+
+
 def check_foreign_keys(cfg: CfgNode, state: ForeignKeys, log: Optional[logging.Logger] = None) -> None:
     """Apply the table to the keys a file or override set, then remove the foreign keys from ``cfg``.
 
@@ -653,18 +672,10 @@ def check_foreign_keys(cfg: CfgNode, state: ForeignKeys, log: Optional[logging.L
             continue
         value = _get(cfg, key)
         if entry.kind == TRANSLATED:
-            if entry.apply is not None:
-                changes = entry.apply(value, cfg)
-            else:
-                ours = entry.convert(value)
-                if entry.to in state.set_at and not _same(_get(cfg, entry.to), ours):
-                    raise ConfigError(
-                        f"{where}: {key} {value!r} means {entry.to} {ours!r}, but {state.set_at[entry.to]} sets "
-                        f"{entry.to} {_get(cfg, entry.to)!r}"
-                    )
-                *parents, leaf = entry.to.split(".")
-                _get(cfg, ".".join(parents))[leaf] = ours
-                changes = [f"{entry.to} = {ours!r}"]
+            try:
+                changes = _translate(entry, key, value, cfg, state)
+            except ConfigError as err:
+                raise ConfigError(f"{where}: {err}") from None
             if changes:
                 log.info("%s: %s %r (%s) -> %s", where, key, value, entry.reason, "; ".join(changes))
             else:

@@ -212,8 +212,23 @@ def test_epoch_reset_false_with_an_initial_checkpoint_is_refused(extensions):
 
 
 def test_patch_2d_with_a_temporal_pooling_stride_is_refused(extensions):
-    with pytest.raises(ConfigError, match=r"MVIT.PATCH_2D True needs a time component 1 in POOL_KVQ_KERNEL"):
-        _load(OFFICIAL / "pysf_ImageNet_MVITv2_T.yaml", extensions, "MVIT.POOL_KVQ_KERNEL", "[3, 3, 3]")
+    path = OFFICIAL / "pysf_ImageNet_MVITv2_T.yaml"
+    lineno = next(i for i, line in enumerate(path.read_text().splitlines(), 1) if "PATCH_2D" in line)
+    with pytest.raises(ConfigError) as excinfo:
+        _load(path, extensions, "MVIT.POOL_KVQ_KERNEL", "[3, 3, 3]")
+    assert _one_line_error(excinfo) == (
+        f"{path}:{lineno}: MVIT.PATCH_2D True needs a time component 1 in POOL_KVQ_KERNEL, got [3, 3, 3]"
+    )
+
+
+def test_translation_without_our_key_has_no_effect_and_is_listed(tmp_path, caplog):
+    # Without the video project there is no TEST.ENSEMBLE_METHOD: PySlowFast's view aggregation has no effect.
+    path = tmp_path / "image.yaml"
+    path.write_text("MODEL:\n  ARCH: mvit\nDATA:\n  ENSEMBLE_METHOD: max\n")
+    with caplog.at_level(logging.INFO, logger="mvit.config.compat"):
+        cfg = load_config(str(path))
+    assert "ENSEMBLE_METHOD" not in cfg.TEST and "ENSEMBLE_METHOD" not in cfg.DATA
+    assert _compat_lines(caplog, "accepted without effect")[0].endswith("DATA.ENSEMBLE_METHOD, MODEL.ARCH")
 
 
 def test_mixed_precision_bool_reads_as_a_precision_name(tmp_path, extensions):
