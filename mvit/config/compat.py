@@ -438,16 +438,19 @@ def register_foreign_keys(cfg: CfgNode) -> ForeignKeys:
 
 
 # --------------------------------------------------------------------------------------------- yaml reading
+def _yaml_error(path: str, err: yaml.YAMLError) -> ConfigError:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+    problem = getattr(err, "problem", None) or getattr(err, "context", None) or report(err)
+    return ConfigError(f"{where}: not valid YAML: {problem}")
+
+
 def _locate(path: str, text: str, lines: Dict[str, str]) -> None:
     """Record file:line of every dotted key of one yaml file; log keys repeated in a mapping (last wins)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
-        raise ConfigError(f"{where}: not valid YAML: {err.problem or err.context}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {report(err)}") from None
+        raise _yaml_error(path, err) from None
 
     def walk(node: Any, prefix: str) -> None:
         if not isinstance(node, yaml.MappingNode):
@@ -478,11 +481,17 @@ def _read_yaml(path: str, lines: Dict[str, str], chain: Tuple[str, ...] = ()) ->
     if not os.path.isfile(path):
         where = f" (the _BASE_ of {chain[-1]})" if chain else ""
         raise ConfigError(f"config file not found: {path}{where}")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the config file: {report(err)}") from None
     own: Dict[str, str] = {}
     _locate(path, text, own)
-    data = yaml.safe_load(text) or {}
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:  # a tag safe_load refuses (e.g. !!python/object)
+        raise _yaml_error(path, err) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file is a mapping of KEY: value, got {type(data).__name__}")
     base = data.pop(_BASE_KEY, None)

@@ -156,6 +156,28 @@ def test_invalid_yaml_is_one_line_naming_file_and_line(extensions):
     assert text.startswith(f"{BROKEN_B}:{lineno + 1}:") and "not valid YAML" in text
 
 
+@pytest.mark.parametrize(
+    "text, where, problem",
+    [
+        ("MVIT:\n  DEPTH: 3\n  MODE: !!python/name:os.system\n", ":3:9", "could not determine a constructor"),
+        ("MVIT:\n  DEPTH: [1, 2\n", ":3:1", "expected ',' or ']'"),
+    ],
+)
+def test_yaml_that_safe_load_refuses_is_one_line(tmp_path, text, where, problem):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(str(path))
+    message = _one_line_error(excinfo)
+    assert message.startswith(f"{path}{where}: not valid YAML: ") and problem in message
+
+
+def test_official_yaml_path_builds_the_zoo_model_config():
+    # create_model / get_model_config accept a yaml path: an official file describes the zoo architecture.
+    got = get_model_config(str(OFFICIAL / "pysf_ImageNet_MVITv2_T.yaml"))
+    assert got.block_specs() == get_model_config("mvitv2_t").block_specs()
+
+
 def test_ssv2_reverse_input_channel_is_refused_until_implemented(extensions):
     with pytest.raises(ConfigError) as excinfo:
         _load(SSV2_S, extensions)
