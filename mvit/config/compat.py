@@ -142,7 +142,8 @@ def _apply_patch_2d(value: Any, cfg: CfgNode) -> List[str]:
 # "PySlowFast" = slowfast/config/defaults.py. Keys both define share one row.
 # ---------------------------------------------------------------------------------------------------------
 FOREIGN_KEYS: List[ForeignKey] = [
-    # Model choice: the publishers build the model named here; this project builds MViT only.
+    # Model choice: the publishers build the model named here; this project builds MViT only. (MODEL_NAME's
+    # default is 'MViT' in mvit, 'SlowFast' in PySlowFast, whose MViT files all set 'MViT'.)
     ForeignKey(
         "MODEL.ARCH", "slowfast", CHECKED, "this project builds MViT only (PySlowFast's 'mvit' arch)", allowed=("mvit",)
     ),
