@@ -40,9 +40,9 @@ def add_video_config(cfg: CfgNode) -> None:
     data.DECODING_BACKEND = "pyav"
     # Attempts per item before giving up; each failed video is logged and replaced by another one.
     data.NUM_RETRIES = 10
-    # Something-Something v2 (the `ssv2` dataset; PySlowFast's keys and defaults). Its frames enter the
-    # transforms in BGR, as PySlowFast reads them with OpenCV; True flips the normalised clip to RGB (the
-    # released MViTv2 SSv2 configs set it). Videos without a frame list are <id><SSV2_VIDEO_SUFFIX>.
+    # Something-Something v2 (the `ssv2` dataset). Its frames enter the transforms in BGR, as PySlowFast
+    # reads them with OpenCV; True flips the normalised clip to RGB (PySlowFast's key and default; the
+    # released MViTv2 SSv2 configs set True). Videos without a frame list are <id><SSV2_VIDEO_SUFFIX>.
     data.REVERSE_INPUT_CHANNEL = False
     data.SSV2_VIDEO_SUFFIX = ".webm"
 

@@ -10,7 +10,7 @@ from .kinetics import (
     read_video_csv,
 )
 from .sampling import clip_frame_indices, get_start_end_idx, short_side_size, uniform_crop_offsets, view_indices
-from .ssv2 import SSv2, read_frame_lists, read_ssv2_classes, read_ssv2_labels, segment_frame_indices
+from .ssv2 import SSv2, load_ssv2_views, read_frame_lists, read_ssv2_classes, read_ssv2_labels, segment_frame_indices
 from .transforms import ClipRandAugment, ClipRandomErasing, VideoEvalTransform, VideoTrainTransform
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "VideoTrainTransform",
     "build_eval_transform",
     "build_train_transform",
+    "load_ssv2_views",
     "load_video_views",
     "clip_frame_indices",
     "get_start_end_idx",

@@ -37,6 +37,7 @@ from PIL import Image
 
 from mvit.errors import DataError
 
+from ..config import add_video_config
 from .decoding import VideoDecodeError, VideoReader
 from .kinetics import ClipSampling, Kinetics, build_train_transform
 from .sampling import view_indices
@@ -44,6 +45,7 @@ from .transforms import VideoEvalTransform
 
 __all__ = [
     "SSv2",
+    "load_ssv2_views",
     "read_frame_lists",
     "read_ssv2_classes",
     "read_ssv2_labels",
@@ -169,6 +171,29 @@ def read_frame_lists(path: str, prefix: str = "") -> Dict[str, List[str]]:
     return frames
 
 
+def _test_views(cfg: CfgNode) -> Dict[str, Any]:
+    """The test-view arguments of :class:`SSv2` for an experiment config."""
+    data, test = cfg.DATA, cfg.TEST
+    # PySlowFast tests SSv2 at a short side of TEST_CROP_SIZE (its Kinetics rule differs for one crop).
+    short_side = data.TEST_SHORT_SIDE if data.TEST_SHORT_SIDE > 0 else data.TEST_CROP_SIZE
+    return {
+        "train": False,
+        "eval_transform": VideoEvalTransform(short_side, data.TEST_CROP_SIZE, data.MEAN, data.STD),
+        "num_clips": test.NUM_ENSEMBLE_VIEWS,
+        "num_crops": test.NUM_SPATIAL_CROPS,
+    }
+
+
+def load_ssv2_views(cfg: CfgNode, path: str) -> torch.Tensor:
+    """All test views of one video file for an SSv2 model: (V, C, T, H, W), V = clips x crops.
+
+    Raises:
+        VideoDecodeError: the file cannot be decoded (the message names it).
+    """
+    dataset = SSv2.for_prediction(cfg, path)
+    return torch.stack([dataset.load_view(0, view) for view in range(dataset.num_views)])
+
+
 def _read_image(path: str) -> torch.Tensor:
     """(3, H, W) uint8 RGB; Pillow's libjpeg decodes JPEG frames as OpenCV's (the tests compare both)."""
     try:
@@ -265,22 +290,26 @@ class SSv2(Kinetics):
                 num_samples=cfg.AUG.NUM_SAMPLE,
                 **common,
             )
-        # PySlowFast tests SSv2 at a short side of TEST_CROP_SIZE (its Kinetics rule differs for one crop).
-        short_side = data.TEST_SHORT_SIDE if data.TEST_SHORT_SIDE > 0 else data.TEST_CROP_SIZE
         results_path = ""
         if split == "test":
             results_path = test.SAVE_RESULTS_PATH or os.path.join(cfg.OUTPUT_DIR, "test_view_scores.npz")
         return cls(
             videos,
             labels,
-            train=False,
-            eval_transform=VideoEvalTransform(short_side, data.TEST_CROP_SIZE, data.MEAN, data.STD),
-            num_clips=test.NUM_ENSEMBLE_VIEWS,
-            num_crops=test.NUM_SPATIAL_CROPS,
             ensemble_method=test.ENSEMBLE_METHOD,
             results_path=results_path,
             **common,
+            **_test_views(cfg),
         )
+
+    @classmethod
+    def for_prediction(cls, cfg: CfgNode, path: str) -> SSv2:
+        """The test views of one video file as an SSv2 model sees them (for ``tools/predict.py``)."""
+        if "REVERSE_INPUT_CHANNEL" not in cfg.DATA:  # a config loaded without the video keys: their defaults
+            cfg = cfg.clone()
+            cfg.defrost()
+            add_video_config(cfg)
+        return cls([path], [0], cfg.DATA.NUM_FRAMES, cfg.DATA.REVERSE_INPUT_CHANNEL, **_test_views(cfg))
 
     def frame_indices(self, num_video_frames: int, fps: float = 0.0, view: int = 0) -> torch.Tensor:
         """(T,) frame numbers of a training clip (``view`` ignored) or of test view ``view``; ``fps`` unused."""
