@@ -42,9 +42,9 @@ def offline_cache(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "tag", [t for t in CLASSIFIER_TAGS if get_weights(t).arch in SMALL_ARCHS and get_weights(t).format != "torchvision"]
 )
-def test_tag_loads_its_file_from_the_cache(tag, offline_cache, perturb):
+def test_tag_loads_its_file_from_the_cache(tag, offline_cache):
     weights = get_weights(tag)
-    source = perturb(MViT(_config(tag)))
+    source = MViT(_config(tag))  # random init (rel-pos tables too): every tensor differs from another model's
     path = cache_path(weights.url)
     torch.save(_publisher_layout(weights, source.state_dict()), _mkdirs(path))
     assert path.endswith(weights.file_name)
