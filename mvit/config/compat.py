@@ -205,11 +205,10 @@ FOREIGN_KEYS: List[ForeignKey] = [
     ),
     ForeignKey("DATA.ENSEMBLE_METHOD", "sum", TRANSLATED, "view aggregation", to="TEST.ENSEMBLE_METHOD"),
     ForeignKey("DATA.IN_VAL_CROP_RATIO", 0.875, TRANSLATED, "test crop / resize ratio", to="DATA.VAL_CROP_RATIO"),
-    # Data behaviours not implemented here (input channel order, multi-label, SSL augmentations, csv chunks,
+    # Data behaviours not implemented here (multi-label, SSL augmentations, csv chunks,
     # ImageNet-21k splits, pre-dumped image lists, fake data): only the default is accepted.
     *_only_default(
         "this data pipeline does not implement it",
-        ("DATA.REVERSE_INPUT_CHANNEL", False),
         ("DATA.MULTI_LABEL", False),
         ("DATA.TRAIN_JITTER_MOTION_SHIFT", False),
         ("DATA.TRAIN_JITTER_FPS", 0.0),

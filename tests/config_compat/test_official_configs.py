@@ -46,11 +46,6 @@ def _compat_lines(caplog, text):
     return [r.getMessage() for r in caplog.records if r.name == "mvit.config.compat" and text in r.getMessage()]
 
 
-def _add_reverse_input_channel(cfg):
-    """What projects/video will do once it implements PySlowFast's BGR input (then the key is no longer foreign)."""
-    cfg.DATA.REVERSE_INPUT_CHANNEL = False
-
-
 # ------------------------------------------------------------------------------------------- loading
 
 
@@ -118,7 +113,7 @@ def test_ignored_keys_are_listed_once(extensions, caplog):
 
 def test_repeated_keys_the_last_wins_and_is_logged(extensions, caplog):
     with caplog.at_level(logging.WARNING, logger="mvit.config.compat"):
-        cfg = _load(SSV2_L, extensions, extra=[_add_reverse_input_channel])
+        cfg = _load(SSV2_L, extensions)
     assert cfg.MVIT.POOL_KV_STRIDE_ADAPTIVE == [1, 8, 8]
     assert len(cfg.MVIT.POOL_Q_STRIDE) == 48 and cfg.MVIT.POOL_Q_STRIDE[44] == [44, 1, 2, 2]
     repeated = _compat_lines(caplog, "the last value wins")
@@ -132,7 +127,7 @@ def test_repeated_keys_the_last_wins_and_is_logged(extensions, caplog):
 
 
 def test_ssv2_loads_once_the_video_project_owns_reverse_input_channel(extensions):
-    cfg = _load(SSV2_S, extensions, extra=[_add_reverse_input_channel])
+    cfg = _load(SSV2_S, extensions)
     assert cfg.DATA.REVERSE_INPUT_CHANNEL is True and cfg.MODEL.NUM_CLASSES == 174
     assert cfg.TEST.DATASET == "ssv2" and cfg.DATA.INV_UNIFORM_SAMPLE is True and cfg.DATA.RANDOM_FLIP is False
     assert "PREFETCH" not in cfg and "CHECKPOINT_TYPE" not in cfg.TRAIN
@@ -176,14 +171,6 @@ def test_official_yaml_path_builds_the_zoo_model_config():
     # create_model / get_model_config accept a yaml path: an official file describes the zoo architecture.
     got = get_model_config(str(OFFICIAL / "pysf_ImageNet_MVITv2_T.yaml"))
     assert got.block_specs() == get_model_config("mvitv2_t").block_specs()
-
-
-def test_ssv2_reverse_input_channel_is_refused_until_implemented(extensions):
-    with pytest.raises(ConfigError) as excinfo:
-        _load(SSV2_S, extensions)
-    text = _one_line_error(excinfo)
-    lineno = next(i for i, line in enumerate(SSV2_S.read_text().splitlines(), 1) if "REVERSE_INPUT_CHANNEL" in line)
-    assert text.startswith(f"{SSV2_S}:{lineno}: DATA.REVERSE_INPUT_CHANNEL True") and "only False" in text
 
 
 @pytest.mark.parametrize(
