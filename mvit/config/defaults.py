@@ -168,5 +168,5 @@ _C.CPU_THREADS = 0
 
 
 def get_cfg() -> CfgNode:
-    """A fresh copy of the core defaults."""
+    """A fresh copy of the core defaults (``MVIT.*`` architecture keys unset until :func:`mvit.config.load_config`)."""
     return _C.clone()
