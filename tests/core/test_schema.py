@@ -46,10 +46,17 @@ def test_mvit_section_is_derived_from_the_config_fields():
     assert all(get_cfg().MVIT[key] is None for key in mvit_keys().values())  # unset until resolved
 
 
-def test_every_field_goes_through_the_cfg():
+def _plain(value):
+    """A field value as a yaml writes it: lists, and [] for None."""
+    if value is None:
+        return []
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def test_every_field_goes_through_the_cfg(tmp_path):
     # A config unlike every default, written as a cfg and read back: no field is lost or renamed on the way.
     config = MViTConfig.from_stages(
-        (1, 2), input_size=(4, 32, 48), q_stride=(1, 2, 2), kv_stride_adaptive=(1, 2, 2), embed_dim=24,
+        (1, 2), input_size=(4, 32, 32), q_stride=(1, 2, 2), kv_stride_adaptive=(1, 2, 2), embed_dim=24,
         num_heads=2, patch_kernel=(3, 5, 5), patch_stride=(2, 2, 2), patch_padding=(1, 2, 2), in_chans=1,
         num_classes=7, mlp_ratio=2.0, qkv_bias=False, pool_kvq_kernel=(1, 3, 3), mode="avg", pool_first=True,
         cls_embed_on=True, use_abs_pos=True, sep_pos_embed=True, rel_pos_spatial=False, rel_pos_temporal=True,
@@ -59,12 +66,13 @@ def test_every_field_goes_through_the_cfg():
     )  # fmt: skip
     cfg = get_cfg()
     for name, key in mvit_keys().items():
-        value = getattr(config, name)
-        cfg.MVIT[key] = [list(v) if isinstance(v, tuple) else v for v in value] if isinstance(value, tuple) else value
-    cfg.MVIT.WINDOW_SIZES = []
+        cfg.MVIT[key] = _plain(getattr(config, name))
     cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE = 4, 32
     cfg.DATA.IN_CHANS, cfg.MODEL.NUM_CLASSES, cfg.MODEL.DROPOUT_RATE, cfg.MODEL.ACT_CHECKPOINT = 1, 7, 0.3, True
-    assert resolve_config(cfg) == config.replace(input_size=(4, 32, 32))
+    assert resolve_config(cfg) == config
+    assert resolve_config(_yaml(tmp_path, cfg.dump())) == config  # and through a yaml file
+    windows = load_config(None, ["MVIT.DEPTH", "2", "MVIT.WINDOW_SIZES", "[0, 7]"])
+    assert resolve_config(windows).window_sizes == (0, 7)
 
 
 def test_official_yaml_without_arch_builds_what_it_always_built(tmp_path):
