@@ -211,7 +211,11 @@ def resolve_config(spec: ModelSpec, **overrides: Any) -> MViTConfig:
         if not is_model(text) and os.path.isfile(text):
             from ..config import load_config  # the config package derives its defaults from this module
 
-            config = _config_from_cfg(load_config(text, allow_unknown_keys=True))
+            cfg = load_config(text, allow_unknown_keys=True)
+            try:
+                config = _config_from_cfg(cfg)
+            except ConfigError as err:
+                raise ConfigError(f"{text}: {err}") from None
         elif not is_model(text) and (text.endswith((".yaml", ".yml")) or os.path.sep in text or "/" in text):
             raise ConfigError(f"config file not found: {text}")
         else:

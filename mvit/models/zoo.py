@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional
 from ..errors import ConfigError
 from .config import MViTConfig
 
-__all__ = ["ModelInfo", "list_models", "model_info", "register_model"]
+__all__ = ["ModelInfo", "is_model", "list_models", "model_info", "register_model"]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)

@@ -132,6 +132,12 @@ def test_bad_values_name_the_key():
         resolve_config(load_config(None, ["DATA.NUM_FRAMES", "8"]))
 
 
+def test_an_invalid_architecture_in_a_yaml_names_the_file(tmp_path):
+    path = _yaml(tmp_path, "MVIT:\n  PATCH_KERNEL: [3, 7, 7]\n", "video.yaml")
+    with pytest.raises(ConfigError, match=r"video\.yaml: MVIT\.PATCH_STRIDE=\(4, 4\) has 2 entries"):
+        mvit.create_model(path)
+
+
 def test_a_typo_under_mvit_is_an_error_even_where_project_keys_are_allowed(tmp_path):
     path = _yaml(tmp_path, "MVIT:\n  EMBED_DIMS: 64\nDATA:\n  SAMPLING_RATE: 4\n", "typo.yaml")
     with pytest.raises(ConfigError, match=r"typo\.yaml.*MVIT\.EMBED_DIMS"):
