@@ -33,6 +33,7 @@ from mvit.checkpoint import (  # noqa: E402
     unwrap_state_dict,
 )
 from mvit.checkpoint.formats import WEIGHTS_FORMAT  # noqa: E402
+from mvit.errors import ConfigError  # noqa: E402
 from mvit.models import create_model  # noqa: E402
 
 
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
             fmt = detect_format(raw, hint)
             save_state({"format": WEIGHTS_FORMAT, "model": convert_state_dict(raw, fmt)}, args.dst)
             print(f"{args.src}: {fmt} -> {args.dst} ({len(raw)} tensors, keys renamed only)")
-    except (CheckpointError, KeyError, TypeError) as err:
+    except (CheckpointError, ConfigError, KeyError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import mvit  # noqa: E402
-from mvit.models import MViT, get_model_config, model_info  # noqa: E402
+from mvit.models import MViT, model_info, resolve_config  # noqa: E402
 
 
 def count(model: MViT) -> Tuple[int, float, Dict[str, float]]:
@@ -44,7 +44,7 @@ def zoo_table() -> str:
     ]
     for name in mvit.list_models():
         info = model_info(name)
-        model = MViT(get_model_config(name, attn_impl="explicit"))
+        model = MViT(resolve_config(name, attn_impl="explicit"))
         params, gflops, _ = count(model)
         size = "x".join(str(s) for s in model.cfg.input_size)
         top1 = f"{info.published_top1:.1f}" if info.published_top1 else "-"
@@ -69,7 +69,7 @@ def main(argv=None) -> None:
         return
     if not (args.name or args.cfg):
         parser.error("give a zoo name or --cfg FILE")
-    model = MViT(get_model_config(args.cfg or args.name, attn_impl="explicit"))
+    model = MViT(resolve_config(args.cfg or args.name, attn_impl="explicit"))
     params, gflops, by_op = count(model)
     print(f"model: {args.cfg or args.name}  input: {tuple(model.cfg.input_size)}")
     print(f"parameters: {params:,}")

@@ -30,7 +30,7 @@ from mvit.config import load_config  # noqa: E402
 from mvit.engine import find_input_loader  # noqa: E402
 from mvit.engine.launch import USER_ERRORS, UserError  # noqa: E402
 from mvit.engine.plugins import load_projects  # noqa: E402
-from mvit.models import build_model  # noqa: E402
+from mvit.models import create_model  # noqa: E402
 
 __all__ = ["class_names", "main", "predict"]
 
@@ -85,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise UserError(f"{path}: file not found")
         _, extensions = load_projects()
         cfg = load_config(args.cfg_file, args.opts, extensions=extensions)
-        model = build_model(cfg).eval()
+        model = create_model(cfg).eval()
         ckpt = read_checkpoint(args.checkpoint)
         if args.ema:
             ema = ckpt.get("hooks", {}).get("ema", {}).get("model")

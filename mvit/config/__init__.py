@@ -7,6 +7,7 @@ from typing import Callable, Iterable, Optional, Sequence
 from fvcore.common.config import CfgNode
 
 from ..errors import ConfigError
+from ..models.build import resolve_arch_keys
 from .compat import check_foreign_keys, merge_config_file, merge_overrides, register_foreign_keys
 from .defaults import get_cfg
 
@@ -21,8 +22,13 @@ def load_config(
     allow_unknown_keys: bool = False,
 ) -> CfgNode:
     """Build an experiment config: defaults, then each project ``extension``, then the yaml file
-    (its ``_BASE_`` chain first), then ``KEY VALUE`` overrides. Official MViTv2 / PySlowFast files load
-    unmodified: their keys are accepted, checked or translated by :mod:`mvit.config.compat`.
+    (its ``_BASE_`` chain first), then ``KEY VALUE`` overrides; last, every unset ``MVIT`` key is written
+    (the ``MVIT.ARCH`` model's value, or the official default), so the config names the whole architecture.
+    Official MViTv2 / PySlowFast files load unmodified: their keys are accepted, checked or translated by
+    :mod:`mvit.config.compat`.
+
+    ``allow_unknown_keys`` accepts keys of projects that are not loaded; ``MVIT`` stays closed (a typo there
+    would silently change the model).
 
     Raises:
         ConfigError: missing file, invalid YAML, unknown key, malformed value, or an official key whose
@@ -33,6 +39,7 @@ def load_config(
         extend(cfg)
     if allow_unknown_keys:
         cfg.set_new_allowed(True)
+        cfg.MVIT.set_new_allowed(False)
     # The official MViTv2 / PySlowFast keys we lack: accepted, checked or translated, then removed.
     foreign = register_foreign_keys(cfg)
     if cfg_file:
@@ -40,6 +47,10 @@ def load_config(
     if opts:
         merge_overrides(cfg, opts, foreign)
     check_foreign_keys(cfg, foreign)
+    try:
+        resolve_arch_keys(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{cfg_file}: {err}" if cfg_file else str(err)) from None
     if freeze:
         cfg.freeze()
     return cfg
