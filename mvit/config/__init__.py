@@ -46,11 +46,12 @@ def load_config(
         merge_config_file(cfg, cfg_file, foreign)
     if opts:
         merge_overrides(cfg, opts, foreign)
-    check_foreign_keys(cfg, foreign)
     try:
         resolve_arch_keys(cfg)
     except ConfigError as err:
         raise ConfigError(f"{cfg_file}: {err}" if cfg_file else str(err)) from None
+    # After the architecture is complete: some official keys translate into MVIT ones (MVIT.PATCH_2D).
+    check_foreign_keys(cfg, foreign)
     if freeze:
         cfg.freeze()
     return cfg

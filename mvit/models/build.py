@@ -158,6 +158,9 @@ def resolve_arch_keys(cfg: CfgNode) -> None:
         if cfg.MVIT.get(key) is None:
             # None only occurs for Optional list fields, whose "off" a cfg spells [] (None would read as unset).
             cfg.MVIT[key] = [] if values[name] is None else _to_cfg(values[name])
+        elif isinstance(cfg.MVIT[key], tuple):
+            # An official file's "(3, 7, 7)" evaluates to a tuple; a cfg holds lists (and dumps them as yaml).
+            cfg.MVIT[key] = _to_cfg(cfg.MVIT[key])
 
 
 def _lookup(cfg: CfgNode, dotted: str) -> Any:

@@ -15,7 +15,7 @@ import pytest
 from mvit.config import ConfigError, get_cfg, load_config
 from mvit.config.compat import FOREIGN_KEYS, IGNORED, TRANSLATED, register_foreign_keys
 from mvit.engine.plugins import load_projects
-from mvit.models import config_from_cfg, get_model_config
+from mvit.models import resolve_config
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFICIAL = Path(__file__).resolve().parent / "official"
@@ -62,7 +62,7 @@ def test_official_file_loads_and_builds_the_zoo_architecture(name, zoo, extensio
     cfg = _load(OFFICIAL / name, extensions)
     ours = set(_flat(load_config(extensions=extensions)))
     assert set(_flat(cfg)) == ours, "foreign keys must not survive in the returned config"
-    got, want = config_from_cfg(cfg), get_model_config(zoo)
+    got, want = resolve_config(cfg), resolve_config(zoo)
     assert got.block_specs() == want.block_specs()
     for field in ("input_size", "patch_kernel", "patch_stride", "patch_padding", "cls_embed_on", "rel_pos_temporal"):
         assert getattr(got, field) == getattr(want, field), field
@@ -123,7 +123,7 @@ def test_repeated_keys_the_last_wins_and_is_logged(extensions, caplog):
         "MVIT.POOL_Q_STRIDE",
     ]
     assert all(line.startswith(f"{SSV2_L}:") for line in repeated)
-    assert config_from_cfg(cfg).block_specs() == get_model_config("mvitv2_l_40x3").block_specs()
+    assert resolve_config(cfg).block_specs() == resolve_config("mvitv2_l_40x3").block_specs()
 
 
 def test_ssv2_loads_once_the_video_project_owns_reverse_input_channel(extensions):
@@ -168,9 +168,9 @@ def test_yaml_that_safe_load_refuses_is_one_line(tmp_path, text, where, problem)
 
 
 def test_official_yaml_path_builds_the_zoo_model_config():
-    # create_model / get_model_config accept a yaml path: an official file describes the zoo architecture.
-    got = get_model_config(str(OFFICIAL / "pysf_ImageNet_MVITv2_T.yaml"))
-    assert got.block_specs() == get_model_config("mvitv2_t").block_specs()
+    # create_model / resolve_config accept a yaml path: an official file describes the zoo architecture.
+    got = resolve_config(str(OFFICIAL / "pysf_ImageNet_MVITv2_T.yaml"))
+    assert got.block_specs() == resolve_config("mvitv2_t").block_specs()
 
 
 @pytest.mark.parametrize(
