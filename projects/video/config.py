@@ -40,6 +40,9 @@ def add_video_config(cfg: CfgNode) -> None:
     data.DECODING_BACKEND = "pyav"
     # Attempts per item before giving up; each failed video is logged and replaced by another one.
     data.NUM_RETRIES = 10
+    # Training stops with an error when more than this share of an epoch's items had an unreadable video
+    # (replaced by another one, each logged with its path); 0 tolerates none, 1 never stops.
+    data.MAX_FAILED_FRACTION = 0.1
 
     test = cfg.TEST
     # Temporal clips per video (uniformly spaced) and spatial crops per clip (1: center, 3: both ends
