@@ -182,6 +182,13 @@ def test_csv_that_is_not_text_names_the_line(tmp_path):
         read_video_csv(str(tmp_path / "test.csv"))
 
 
+def test_class_names_that_do_not_match_num_classes_name_the_file(motion_dir, tmp_path):
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    (tmp_path / "train.csv").write_text(f"{motion_dir}/train/00000.mp4 0\n")
+    with pytest.raises(DataError, match=f"^{tmp_path / 'classes.txt'}: 2 class names but MODEL.NUM_CLASSES=6"):
+        Kinetics.from_config(_cfg(str(tmp_path)), "train")
+
+
 # ---------------------------------------------------------------- unusable clips: logged, counted, replaced
 
 

@@ -29,6 +29,14 @@ class VideoDecodeError(DataError, RuntimeError):
     """
 
 
+def _open_failure(message: str, path: str) -> str:
+    """pytorchvideo's open error without the path it repeats ("Failed to open video <path>. <PyAV's error>")."""
+    if message.startswith("Video stream not found"):
+        return "no video stream (an audio-only or empty file?)"
+    prefix = f"Failed to open video {path}. "
+    return f"cannot open ({message[len(prefix) :]})" if message.startswith(prefix) else message
+
+
 class VideoReader(EncodedVideoPyAV):
     """pytorchvideo's PyAV reader plus frame-indexed access.
 
@@ -48,10 +56,7 @@ class VideoReader(EncodedVideoPyAV):
         try:
             super().__init__(io.BytesIO(data), video_name=path, decode_audio=False)
         except RuntimeError as err:  # pytorchvideo wraps every PyAV open / stream error in RuntimeError
-            reason = str(err).replace(path, "").strip(" .")
-            if "Video stream not found" in reason:
-                reason = "no video stream (an audio-only or empty file?)"
-            raise VideoDecodeError(f"{path}: {reason}") from None
+            raise VideoDecodeError(f"{path}: {_open_failure(str(err), path)}") from None
         stream = self._container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
         if not rate or rate <= 0:
@@ -94,7 +99,7 @@ class VideoReader(EncodedVideoPyAV):
         except (RuntimeError, OSError, av.error.FFmpegError) as err:  # e.g. frames of different sizes in one span
             raise VideoDecodeError(f"{self.path}: cannot decode frames [{first}, {last}] ({err})") from None
         if clip is None or clip.shape[1] == 0:
-            raise VideoDecodeError(f"{self.path}: no frame decoded in frames [{first}, {last}]")
+            raise VideoDecodeError(f"{self.path}: no frame decoded in frames [{first}, {last}] (truncated or damaged?)")
         # (C, T, H, W) float32 in [0, 255] with integer values -> (T, C, H, W) uint8, exactly.
         clip = clip.permute(1, 0, 2, 3).to(torch.uint8)
         return clip[(indices - first).clamp(max=clip.shape[0] - 1)]
