@@ -8,6 +8,7 @@ This module imports nothing but the standard library, so any layer can raise the
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Callable, NoReturn, Optional
 
@@ -24,8 +25,25 @@ __all__ = [
 USER_ERROR_EXIT_CODE = 2
 
 
+# torch's DataLoader re-raises a worker's exception as ``type(err)("Caught ... Original Traceback ...")``.
+_WORKER_WRAPPER = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
+
+
 class UserError(ValueError):
-    """Input the user can fix (files, keys, flags, data); reported as one line without a traceback."""
+    """Input the user can fix (files, keys, flags, data); reported as one line without a traceback.
+
+    An error raised in a data-loader worker keeps its own message when torch re-raises it in the main process
+    (torch would otherwise prefix it with "Caught ... in DataLoader worker process N" and the traceback).
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str) and _WORKER_WRAPPER.match(args[0]):
+            # The traceback ends with "<module>.<ClassName>: <message>" (any earlier one is a chained cause).
+            own = rf"^(?:[\w.]+\.)?{re.escape(type(self).__qualname__)}: (.*)$"
+            found = re.findall(own, args[0], re.MULTILINE)
+            if found:
+                args = (found[-1],)
+        super().__init__(*args)
 
 
 class ConfigError(UserError):

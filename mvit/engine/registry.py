@@ -15,7 +15,9 @@ Datasets
     - ``aggregate(indices, scores, labels) -> (scores, labels)``: multi-view testing. The engine gathers the
       ``(index (N,), logits (N, K), label (N,))`` of every item from every rank and scores the aggregated
       ``(scores (M, K), labels (M,))`` instead of the items. When ``aggregate`` takes a ``name`` keyword it
-      gets what is evaluated ("val", "val_ema", "test", "test_ema").
+      gets what is evaluated ("val", "val_ema", "test", "test_ema");
+    - ``train_hooks() -> list[HookBase]``: trainer hooks of the training set (e.g. one that stops an epoch in
+      which too many items were unreadable), run after the lr schedule and before evaluation and checkpoints.
 
 Prediction input loaders
     ``register_input_loader(name, loader, suffixes)``; ``loader(cfg, path) -> Tensor`` returns one model input

@@ -136,6 +136,7 @@ def train(cfg: CfgNode, build_model: Optional[ModelBuilder] = None) -> dict[str,
     trainer.register_hooks(
         [
             H.LRScheduler(),
+            *getattr(train_set, "train_hooks", list)(),  # e.g. a data-health check, before eval and checkpoints
             ema,
             H.ProgressBar(progress),
             val_hook,

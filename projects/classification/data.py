@@ -1,9 +1,16 @@
 """ImageNet-style image folders (``train/<class>/*``, ``val/<class>/*``) with timm's transforms.
 
-Any class names and any image format Pillow reads. Files whose suffix Pillow does not know are listed in the
-log and left out; an image that fails to decode is named in the log and replaced by the next readable one,
-so one bad file never stops a run. A missing or empty folder and a class missing from ``val/`` are one-line
-errors (:class:`~mvit.errors.UserError`).
+Any class names and any image format Pillow reads. What each kind of bad or unusual file does:
+
+- loads right (:func:`load_image`): grayscale, palette, CMYK, RGBA / LA (alpha dropped, as timm's loader does),
+  16-bit grayscale (scaled to 8 bits, not clipped), any size down to 1x1, photos with an EXIF orientation
+  (turned upright);
+- named in the log and left out: files whose suffix Pillow does not know (listed when the folder is read);
+- named in the log and replaced by the next readable image, so one bad file never stops a run: a file that
+  fails to decode (truncated JPEG, a text or empty file with an image suffix); 50 in a row stop the run;
+- stops at once with a one-line :class:`~mvit.errors.DataError` naming the folder: a missing or empty split
+  folder, a class folder without images, a class of ``train/`` missing from ``val/``, a ``val/`` class that
+  ``train/`` lacks.
 """
 
 from __future__ import annotations
@@ -12,14 +19,15 @@ import logging
 import os
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 from fvcore.common.config import CfgNode
-from PIL import Image
+from PIL import Image, ImageOps
 from timm.data import create_transform
 from timm.data.auto_augment import RandAugment
 from torch.utils.data import Dataset
 
-from mvit.errors import UserError
+from mvit.errors import ConfigError, DataError
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFolder", "build_imagenet", "build_transform", "load_image"]
 
@@ -87,11 +95,30 @@ def cap_rand_augment_magnitude(transform: Callable, limit: float = 9.99) -> Call
     return transform
 
 
+# Integer modes Pillow reads 16-bit grayscale files as; its own convert("RGB") would clip them at 255.
+_WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def load_image(path: str) -> Image.Image:
-    """An RGB PIL image (grayscale, palette and alpha images are converted)."""
-    with open(path, "rb") as f:
-        image = Image.open(f)
+    """The image at ``path`` as an upright 8-bit RGB PIL image.
+
+    The EXIF orientation is applied; 16-bit grayscale is scaled to 8 bits; grayscale, palette, CMYK and alpha
+    images are converted by Pillow (alpha dropped).
+
+    Raises:
+        DataError: the file is missing or Pillow cannot decode it (the message names it).
+    """
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+        if image.mode in _WIDE_GRAY_MODES:
+            wide = np.asarray(image, dtype=np.float64)
+            image = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), "L")
         return image.convert("RGB")
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for bad files (OSError, SyntaxError, ...)
+        raise DataError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
 
 
 def _class_dirs(root: str) -> list[str]:
@@ -115,7 +142,7 @@ def _scan(root: str, classes: Sequence[str]) -> tuple[list[tuple[str, int]], lis
                 else:
                     skipped.append(path)
         if count == 0:
-            raise UserError(f"{class_root}: class folder has no images")
+            raise DataError(f"{class_root}: class folder has no images")
     return samples, skipped
 
 
@@ -139,23 +166,23 @@ class ImageFolder(Dataset):
         num_views: int = 1,
     ) -> None:
         if not os.path.isdir(root):
-            raise UserError(
+            raise DataError(
                 f"{root}: folder not found (expected <DATA.PATH_TO_DATA_DIR>/{{train,val}}/<class>/<image>)"
             )
         found = _class_dirs(root)
         if not found:
-            raise UserError(f"{root}: no class folders (expected {root}/<class>/<image>)")
+            raise DataError(f"{root}: no class folders (expected {root}/<class>/<image>)")
         self.classes = list(classes) if classes is not None else found
         missing = [c for c in self.classes if c not in found]
         if missing:
-            raise UserError(
+            raise DataError(
                 f"{root}: no folder for class {missing[0]!r}"
                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                 + " that train/ has"
             )
         extra = [c for c in found if c not in self.classes]
         if extra:
-            raise UserError(f"{root}: class folder {extra[0]!r} is not a class of train/")
+            raise DataError(f"{root}: class folder {extra[0]!r} is not a class of train/")
         self.root, self.transform, self.num_views = root, transform, num_views
         self.samples, skipped = _scan(root, self.classes)
         if skipped:
@@ -178,11 +205,14 @@ class ImageFolder(Dataset):
             path, label = self.samples[i]
             try:
                 image = load_image(path)
-            except Exception as err:  # noqa: BLE001 - Pillow raises many types for bad files
-                logger.warning("cannot read image %s (%s: %s); using the next image", path, type(err).__name__, err)
+            except DataError as err:
+                logger.warning("cannot read image, using the next one: %s", err)
                 continue
             return image, label
-        raise RuntimeError(f"{self.root}: {_MAX_REPLACEMENTS} consecutive unreadable images from index {index}")
+        raise DataError(
+            f"{self.root}: {_MAX_REPLACEMENTS} images in a row could not be read (from {self.samples[index][0]}); "
+            "the warnings in the log name each file"
+        )
 
     def __getitem__(self, index: int):
         image, label = self._read(index)
@@ -198,9 +228,9 @@ def build_imagenet(cfg: CfgNode, split: str) -> ImageFolder:
     with the class list of ``train/`` (when present, so labels agree), else their own folders."""
     root = cfg.DATA.PATH_TO_DATA_DIR
     if not root:
-        raise UserError("DATA.PATH_TO_DATA_DIR is not set (an ImageNet-style folder with train/ and val/)")
+        raise ConfigError("DATA.PATH_TO_DATA_DIR is not set (an ImageNet-style folder with train/ and val/)")
     if not os.path.isdir(root):
-        raise UserError(f"DATA.PATH_TO_DATA_DIR: folder not found: {root}")
+        raise DataError(f"DATA.PATH_TO_DATA_DIR: folder not found: {root}")
     train_dir, val_dir = os.path.join(root, cfg.DATA.TRAIN_DIR), os.path.join(root, cfg.DATA.VAL_DIR)
     is_training = split == "train"
     classes = _class_dirs(train_dir) if os.path.isdir(train_dir) and not is_training else None
@@ -213,5 +243,9 @@ def build_imagenet(cfg: CfgNode, split: str) -> ImageFolder:
 
 
 def load_for_predict(cfg: CfgNode, path: str) -> torch.Tensor:
-    """Prediction input loader for images: the test transform of one file -> (3, S, S)."""
+    """Prediction input loader for images: the test transform of one file -> (3, S, S).
+
+    Raises:
+        DataError: not a readable image (the message names the file).
+    """
     return build_transform(cfg, is_training=False)(load_image(path))

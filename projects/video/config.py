@@ -40,6 +40,9 @@ def add_video_config(cfg: CfgNode) -> None:
     data.DECODING_BACKEND = "pyav"
     # Attempts per item before giving up; each failed video is logged and replaced by another one.
     data.NUM_RETRIES = 10
+    # Training stops with an error when more than this share of an epoch's items had an unreadable video
+    # (replaced by another one, each logged with its path); 0 tolerates none, 1 never stops.
+    data.MAX_FAILED_FRACTION = 0.1
     # Something-Something v2 (the `ssv2` dataset). Its frames enter the transforms in BGR, as PySlowFast
     # reads them with OpenCV; True flips the normalised clip to RGB (PySlowFast's key and default; the
     # released MViTv2 SSv2 configs set True). Videos without a frame list are <id><SSV2_VIDEO_SUFFIX>.

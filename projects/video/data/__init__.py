@@ -1,9 +1,11 @@
 """Video data: Kinetics csv lists and Something-Something v2 label files, PyAV decoding, PySlowFast sampling, clip transforms."""
 
 from .decoding import VideoDecodeError, VideoReader
+from .failures import DecodeStats, FailedItemsCheck
 from .kinetics import (
     ClipSampling,
     Kinetics,
+    VideoListNotFound,
     build_eval_transform,
     build_train_transform,
     load_video_views,
@@ -17,10 +19,13 @@ __all__ = [
     "ClipRandAugment",
     "ClipRandomErasing",
     "ClipSampling",
+    "DecodeStats",
+    "FailedItemsCheck",
     "Kinetics",
     "SSv2",
     "VideoDecodeError",
     "VideoEvalTransform",
+    "VideoListNotFound",
     "VideoReader",
     "VideoTrainTransform",
     "build_eval_transform",

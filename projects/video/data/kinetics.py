@@ -19,17 +19,20 @@ from iopath.common.file_io import g_pathmgr
 from torch.utils.data import Dataset
 from torchvision.models.video import MViT_V2_S_Weights
 
+from mvit.errors import ConfigError, DataError
 from mvit.utils.distributed import get_rank
 
 from ..config import add_video_config
 from ..evaluation import aggregate_views, save_view_scores
 from .decoding import VideoDecodeError, VideoReader
+from .failures import DecodeStats, FailedItemsCheck
 from .sampling import clip_frame_indices, eval_short_side, view_indices
 from .transforms import VideoEvalTransform, VideoTrainTransform
 
 __all__ = [
     "ClipSampling",
     "Kinetics",
+    "VideoListNotFound",
     "build_eval_transform",
     "build_train_transform",
     "load_video_views",
@@ -40,39 +43,58 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def read_video_csv(path: str, prefix: str = "", separator: str = " ") -> Tuple[List[str], List[int]]:
+class VideoListNotFound(DataError, FileNotFoundError):
+    """A csv video list that does not exist (a :class:`~mvit.errors.DataError` and a ``FileNotFoundError``)."""
+
+
+def read_video_csv(
+    path: str, prefix: str = "", separator: str = " ", num_classes: int = 0
+) -> Tuple[List[str], List[int]]:
     """Parse a Kinetics csv: one ``<video path><separator><integer label>`` row per video.
 
     The label is what follows the last separator, so paths may contain the separator. Relative paths are
     joined to ``prefix``, or to the csv's folder when ``prefix`` is empty (a data folder can move). Blank
-    lines are skipped.
+    lines are skipped. With ``num_classes`` > 0 every label must be below it.
 
     Raises:
-        FileNotFoundError: no such csv file.
-        ValueError: a malformed row (the message names file and line) or no rows at all.
+        VideoListNotFound: no such csv file.
+        DataError: a malformed row or a label out of range (the message names file and line), an unreadable
+            file or no rows at all.
     """
     if not g_pathmgr.exists(path):
-        raise FileNotFoundError(f"video list not found: {path}")
+        raise VideoListNotFound(
+            f"{path}: video list not found (DATA.PATH_TO_DATA_DIR holds train.csv, val.csv and test.csv)"
+        )
     root = prefix or os.path.dirname(path)
     paths, labels = [], []
-    with g_pathmgr.open(path, "r") as f:
-        for line_no, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            fields = line.rsplit(separator, 1)
-            if len(fields) != 2 or not fields[0].strip():
-                raise ValueError(f"{path}:{line_no}: expected '<path>{separator}<label>', got {line!r}")
-            try:
-                label = int(fields[1])
-            except ValueError:
-                raise ValueError(f"{path}:{line_no}: label {fields[1]!r} is not an integer") from None
-            if label < 0:
-                raise ValueError(f"{path}:{line_no}: negative label {label}")
-            paths.append(os.path.join(root, fields[0].strip()))
-            labels.append(label)
+    expected = f"expected '<path>{separator}<label>' (DATA.PATH_LABEL_SEPARATOR is {separator!r})"
+    try:
+        with g_pathmgr.open(path, "rb") as f:
+            lines = f.read().splitlines()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the video list ({err})") from None
+    for line_no, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise DataError(f"{path}:{line_no}: not UTF-8 text (is this a csv file?)") from None
+        if not line:
+            continue
+        fields = line.rsplit(separator, 1)
+        if len(fields) != 2 or not fields[0].strip():
+            raise DataError(f"{path}:{line_no}: {expected}, got {line!r}")
+        try:
+            label = int(fields[1])
+        except ValueError:
+            raise DataError(f"{path}:{line_no}: label {fields[1]!r} is not an integer; {expected}") from None
+        if label < 0:
+            raise DataError(f"{path}:{line_no}: negative label {label}")
+        if num_classes > 0 and label >= num_classes:
+            raise DataError(f"{path}:{line_no}: label {label} >= MODEL.NUM_CLASSES={num_classes}")
+        paths.append(os.path.join(root, fields[0].strip()))
+        labels.append(label)
     if not paths:
-        raise ValueError(f"{path}: no videos listed")
+        raise DataError(f"{path}: no videos listed ({expected} on each line)")
     return paths, labels
 
 
@@ -102,6 +124,15 @@ class Kinetics(Dataset):
             view of the next video at test time.
         classes: class names, or None.
         results_path: where :meth:`aggregate` saves the per-view scores ("" = nowhere).
+        max_failed_fraction: training stops with a :class:`~mvit.errors.DataError` when more than this share
+            of an epoch's items had an unreadable video (:meth:`train_hooks`); >= 1 never stops.
+        source: what the paths came from (the csv file), named in that error.
+    Bad videos:
+        Missing files, files PyAV cannot open (random bytes, truncated with the index at the end, zero frames,
+        no video stream) and spans that fail to decode (a file truncated or damaged in the middle) are logged,
+        counted (:attr:`stats`) and replaced as above. Videos shorter than one clip repeat their last frame
+        (PySlowFast's clamp); any frame size and frame rate is resampled to the clip's (``TARGET_FPS``, the
+        transforms' sizes), so such videos load like the others.
     Items:
         ``(clip, label, index)`` as the engine expects: clip (C, T, H, W) float, or a list of ``num_samples``
         such clips; ``index`` is the item actually decoded, ``video * num_views + view``.
@@ -122,13 +153,17 @@ class Kinetics(Dataset):
         classes: Optional[List[str]] = None,
         ensemble_method: str = "sum",
         results_path: str = "",
+        max_failed_fraction: float = 1.0,
+        source: str = "the video list",
     ) -> None:
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
         if (train and train_transform is None) or (not train and eval_transform is None):
             raise ValueError("a training dataset needs train_transform, a test dataset eval_transform")
         if num_crops not in (1, 3):
-            raise ValueError(f"TEST.NUM_SPATIAL_CROPS must be 1 or 3, got {num_crops}")
+            raise ConfigError(f"TEST.NUM_SPATIAL_CROPS must be 1 or 3, got {num_crops}")
+        if not 0.0 <= max_failed_fraction:
+            raise ConfigError(f"DATA.MAX_FAILED_FRACTION must be >= 0 (1 = never stop), got {max_failed_fraction}")
         self.paths, self.labels = list(paths), [int(label) for label in labels]
         self.sampling = sampling
         self.train = train
@@ -140,9 +175,12 @@ class Kinetics(Dataset):
         self.classes = classes
         self.ensemble_method, self.results_path = ensemble_method, results_path
         self._num_aggregations = 0
-        # Videos that failed in this process: skipped without decoding again (the replacement sequence is
-        # the same with or without this cache, so items stay a pure function of their random seed).
+        # Videos that could not be opened in this process: skipped without reading again (the replacement
+        # sequence is the same with or without this cache, so items stay a pure function of their seed).
         self._unreadable: set = set()
+        self.max_failed_fraction, self.source = float(max_failed_fraction), source
+        # Items loaded / replaced, counted by every loader worker (shared memory): see train_hooks.
+        self.stats = DecodeStats()
 
     @classmethod
     def from_config(cls, cfg: CfgNode, split: str) -> Kinetics:
@@ -153,18 +191,20 @@ class Kinetics(Dataset):
         folder (one per line), else torchvision's Kinetics-400 names for a 400-class model.
         """
         data = cfg.DATA
+        if not data.PATH_TO_DATA_DIR:
+            raise ConfigError("DATA.PATH_TO_DATA_DIR is not set (a folder with train.csv, val.csv and test.csv)")
         csv = os.path.join(data.PATH_TO_DATA_DIR, f"{split}.csv")
-        paths, labels = read_video_csv(csv, data.PATH_PREFIX, data.PATH_LABEL_SEPARATOR)
         num_classes = cfg.MODEL.NUM_CLASSES
-        if num_classes > 0 and max(labels) >= num_classes:
-            raise ValueError(f"{csv}: label {max(labels)} >= MODEL.NUM_CLASSES={num_classes}")
+        paths, labels = read_video_csv(csv, data.PATH_PREFIX, data.PATH_LABEL_SEPARATOR, num_classes)
         if data.DECODING_BACKEND != "pyav":
-            raise ValueError(f"DATA.DECODING_BACKEND={data.DECODING_BACKEND!r}: only 'pyav' is available")
+            raise ConfigError(f"DATA.DECODING_BACKEND={data.DECODING_BACKEND!r}: only 'pyav' is available")
         sampling = ClipSampling(data.NUM_FRAMES, data.SAMPLING_RATE, data.TARGET_FPS, data.USE_OFFSET_SAMPLING)
         common = {
             "sampling": sampling,
             "num_retries": data.NUM_RETRIES,
             "classes": read_class_names(data.PATH_TO_DATA_DIR, num_classes),
+            "max_failed_fraction": data.MAX_FAILED_FRACTION,
+            "source": csv,
         }
         if split == "train":
             # The engine splits each batch into TRAIN.BATCH_SIZE / AUG.NUM_SAMPLE items of NUM_SAMPLE clips.
@@ -203,7 +243,14 @@ class Kinetics(Dataset):
 
     def load_view(self, video: int, view: int) -> Union[torch.Tensor, List[torch.Tensor]]:
         """Decode and transform one item (no retry): a training clip (or its copies) or test view ``view``."""
-        with VideoReader(self.paths[video]) as reader:
+        try:
+            reader = VideoReader(self.paths[video])
+        except VideoDecodeError:
+            # A file that cannot be opened fails for every clip: skip it from now on. A span that fails to
+            # decode is not remembered, as other spans of the same file may decode.
+            self._unreadable.add(video)
+            raise
+        with reader:
             frames = reader.get_frames(self.frame_indices(reader.num_frames, float(reader.fps), view))
         if self.train:
             clips = [self.train_transform(frames) for _ in range(self.num_samples)]
@@ -213,19 +260,26 @@ class Kinetics(Dataset):
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int, int]:
         video, view = divmod(int(index), self.num_views)
         for attempt in range(self.num_retries):
+            last = self.paths[video]
             if video not in self._unreadable:
                 try:
                     clip = self.load_view(video, view)
-                    return clip, self.labels[video], video * self.num_views + view
                 except VideoDecodeError as err:
                     logger.warning("skipping unreadable video (replaced by another one): %s", err)
-                    self._unreadable.add(video)
+                else:
+                    self.stats.record(failed=attempt > 0)
+                    return clip, self.labels[video], video * self.num_views + view
             # A random video first in training, then the following ones: a run of unreadable files ends.
             video = random.randrange(self.num_videos) if self.train and attempt == 0 else (video + 1) % self.num_videos
-        raise RuntimeError(
-            f"{self.num_retries} videos in a row could not be decoded (last: {self.paths[video]}); "
+        self.stats.record(failed=True)
+        raise VideoDecodeError(
+            f"{self.num_retries} videos in a row could not be decoded (last: {last}); "
             "check DATA.PATH_TO_DATA_DIR, DATA.PATH_PREFIX and the files"
         )
+
+    def train_hooks(self) -> List[FailedItemsCheck]:
+        """Engine hook: stop training when more than ``max_failed_fraction`` of an epoch's items failed."""
+        return [FailedItemsCheck(self.stats, self.max_failed_fraction, self.source)] if self.train else []
 
     def aggregate(
         self, indices: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, name: Optional[str] = None
@@ -322,7 +376,7 @@ def read_class_names(data_dir: str, num_classes: int) -> Optional[List[str]]:
         with g_pathmgr.open(path, "r") as f:
             names = [line.strip() for line in f if line.strip()]
         if num_classes > 0 and len(names) != num_classes:
-            raise ValueError(f"{path}: {len(names)} class names but MODEL.NUM_CLASSES={num_classes}")
+            raise DataError(f"{path}: {len(names)} class names but MODEL.NUM_CLASSES={num_classes}")
         return names
     if num_classes == 400:
         return list(MViT_V2_S_Weights.KINETICS400_V1.meta["categories"])
