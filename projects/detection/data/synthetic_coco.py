@@ -414,10 +414,10 @@ def synthetic_coco_dataset_dicts(
     Use in a LazyConfig as ``L(synthetic_coco_dataset_dicts)(root=..., split="train")`` in place of
     ``get_detection_dataset_dicts``; the evaluator then finds ``{prefix}_{split}`` registered.
     """
-    from detectron2.data import get_detection_dataset_dicts
+    from .coco_checks import checked_detection_dataset_dicts
 
     register_synthetic_coco(root, prefix)
-    return get_detection_dataset_dicts(f"{prefix}_{split}", filter_empty=filter_empty)
+    return checked_detection_dataset_dicts(f"{prefix}_{split}", filter_empty=filter_empty)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
