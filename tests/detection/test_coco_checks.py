@@ -312,3 +312,18 @@ def test_train_net_on_a_broken_json_stops_with_one_line(coco_root, tmp_path):
     expected = f"{json_file}: line 1 column 13: not valid JSON (Expecting value)"
     lines = [line for line in proc.stderr.splitlines() if expected in line]
     assert lines, proc.stderr[-3000:]
+
+
+@requires_detectron2
+def test_other_dataset_kinds_are_left_to_detectron2(coco_root, tmp_path):
+    """Only COCO-format registrations are checked (an LVIS json, for one, has no 'file_name' in 'images')."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from projects.detection.data.coco_checks import checked_detection_dataset_dicts
+
+    json_file, image_root = _broken(coco_root, tmp_path, lambda d: [i.pop("file_name") for i in d["images"]])
+    name = f"test_coco_checks_lvis_{uuid.uuid4().hex[:8]}"
+    records = [{"file_name": "x.jpg", "image_id": 1, "height": 8, "width": 8, "annotations": []}]
+    DatasetCatalog.register(name, lambda: records)
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="lvis")
+    assert checked_detection_dataset_dicts(name, filter_empty=False) == records

@@ -312,6 +312,7 @@ def check_same_categories(
 
 
 def _dataset_files(name: str) -> Tuple[Optional[str], Optional[str]]:
+    """``(json_file, image_root)`` of a registered COCO-format dataset; ``(None, None)`` for other kinds."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     if name not in DatasetCatalog.list():
@@ -320,6 +321,9 @@ def _dataset_files(name: str) -> Tuple[Optional[str], Optional[str]]:
             f"(registered COCO-style names include: {', '.join(n for n in DatasetCatalog.list() if 'coco_2017' in n)})"
         )
     meta = MetadataCatalog.get(name)
+    # register_coco_instances marks its datasets "coco"; LVIS jsons, for one, have no 'file_name' in 'images'.
+    if meta.get("evaluator_type") != "coco":
+        return None, None
     return meta.get("json_file"), meta.get("image_root")
 
 
