@@ -17,6 +17,7 @@ setup(
         "tensorboard",
         "submitit",
         "pycocotools",
+        "shapely",  # detectron2 crops polygon masks with it (RandomCrop / FixedSizeCrop of the COCO recipes)
         "av",
         "pytorchvideo==0.1.5",
         "setuptools<81",

@@ -5,15 +5,24 @@ photos. Every object is a polygon; its pixels are painted from the same pycocoto
 evaluation uses for the ground truth, and objects never overlap, so polygon, mask and box agree exactly. The set
 is a deterministic function of the seed.
 
-Layout written under ``root``::
+Two layouts. The shapes set (3 categories: circle, square, triangle) of the CPU demo, under ``root``::
 
     root/train/000000.jpg ...        root/val/000000.jpg ...
     root/annotations/instances_train.json
     root/annotations/instances_val.json
 
+and a stand-in for COCO 2017 (:func:`generate_coco_layout`) that detectron2's builtin ``coco_2017_train`` /
+``coco_2017_val`` read with ``DETECTRON2_DATASETS=root``: COCO's 80 categories with their non-contiguous ids
+1..90, images of several sizes named by 12-digit ids, polygon masks, a few ``iscrowd`` regions stored as
+uncompressed RLE and images without annotations, as in the real files::
+
+    root/coco/annotations/instances_train2017.json    root/coco/train2017/000000000037.jpg ...
+    root/coco/annotations/instances_val2017.json      root/coco/val2017/...
+
 Command line::
 
     python -m projects.detection.data.synthetic_coco --out data/synthetic_coco --num-train 300 --num-val 60
+    python -m projects.detection.data.synthetic_coco --layout coco --out datasets --num-train 16 --num-val 8
 """
 
 from __future__ import annotations
@@ -31,8 +40,12 @@ from tqdm import tqdm
 
 __all__ = [
     "CATEGORIES",
+    "COCO_SPLIT_DIRS",
     "SPLITS",
+    "coco_categories",
+    "coco_layout_paths",
     "dataset_paths",
+    "generate_coco_layout",
     "generate_synthetic_coco",
     "register_synthetic_coco",
     "synthetic_coco_dataset_dicts",
@@ -44,6 +57,9 @@ CATEGORIES: Tuple[Dict[str, object], ...] = (
     {"id": 3, "name": "triangle", "supercategory": "shape"},
 )
 SPLITS: Tuple[str, ...] = ("train", "val")
+SHAPES: Tuple[str, ...] = ("circle", "square", "triangle")
+# Folder (and json suffix) of each split in detectron2's builtin COCO 2017 layout.
+COCO_SPLIT_DIRS: Dict[str, str] = {"train": "train2017", "val": "val2017"}
 
 # Photos bundled inside scikit-image (no download at run time); grey ones are stacked to RGB.
 _SKIMAGE_PHOTOS: Tuple[str, ...] = (
@@ -118,14 +134,72 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
     return rgb * 255.0
 
 
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """``mask`` dilated by one pixel (4-neighbourhood)."""
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    grown[:, 1:] |= mask[:, :-1]
+    grown[:, :-1] |= mask[:, 1:]
+    return grown
+
+
+def _uncompressed_rle(mask: np.ndarray) -> Dict[str, object]:
+    """COCO's uncompressed RLE of a binary mask, as its crowd annotations store it: column-major run lengths
+    starting with a (possibly empty) run of zeros, ``{"counts": [...], "size": [H, W]}``."""
+    flat = mask.astype(np.uint8).reshape(-1, order="F")
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0] == 1:
+        counts = [0] + counts
+    return {"counts": [int(c) for c in counts], "size": [int(mask.shape[0]), int(mask.shape[1])]}
+
+
+def _crowd_region(
+    rng: np.random.Generator,
+    categories: Sequence[Dict[str, object]],
+    occupied: np.ndarray,
+    radius_range: Tuple[float, float],
+) -> Optional[Tuple[Dict[str, object], np.ndarray]]:
+    """A crowd of 3..5 small overlapping discs of one category in a free spot: ``(annotation, mask)`` or None."""
+    h, w = occupied.shape
+    category = categories[rng.integers(len(categories))]
+    radius = 0.5 * radius_range[0] * min(h, w)
+    center = np.array([rng.uniform(3 * radius, w - 3 * radius), rng.uniform(3 * radius, h - 3 * radius)])
+    discs = []
+    for _ in range(int(rng.integers(3, 6))):
+        disc = _shape_polygon(rng, "circle", center + rng.uniform(-1.5, 1.5, size=2) * radius, radius)
+        discs.append([float(round(v, 2)) for v in disc.reshape(-1)])
+    rle = mask_utils.merge(mask_utils.frPyObjects(discs, h, w))
+    mask = mask_utils.decode(rle).astype(bool)
+    if mask.sum() < 16 or (_grow(mask) & occupied).any():
+        return None
+    annotation = {
+        "category_id": int(category["id"]),
+        "segmentation": _uncompressed_rle(mask),
+        "area": float(mask_utils.area(rle)),
+        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+        "iscrowd": 1,
+    }
+    return annotation, mask
+
+
 def _generate_image(
     rng: np.random.Generator,
     photos: Sequence[np.ndarray],
     size: Tuple[int, int],
     max_objects: int,
     radius_range: Tuple[float, float],
+    *,
+    categories: Sequence[Dict[str, object]] = CATEGORIES,
+    crowd_prob: float = 0.0,
 ) -> Tuple[np.ndarray, List[Dict[str, object]]]:
-    """One image (H, W, 3) uint8 and its annotations (without ids): 1..max_objects non-overlapping shapes."""
+    """One image (H, W, 3) uint8 and its annotations (without ids): 1..max_objects non-overlapping shapes.
+
+    A category named like a shape is drawn as that shape; any other is drawn as ``SHAPES[index % 3]`` (its index
+    in ``categories``). With probability ``crowd_prob`` an ``iscrowd`` region (uncompressed RLE) is added.
+    """
     h, w = size
     image = _random_background(rng, photos, size).astype(np.float32)
     occupied = np.zeros((h, w), dtype=bool)
@@ -133,19 +207,17 @@ def _generate_image(
     num_objects = int(rng.integers(1, max_objects + 1))
     for _ in range(num_objects):
         for _attempt in range(20):  # rejection sampling for a free spot
-            category = CATEGORIES[rng.integers(len(CATEGORIES))]
+            index = int(rng.integers(len(categories)))
+            category = categories[index]
+            shape = str(category["name"]) if category["name"] in SHAPES else SHAPES[index % len(SHAPES)]
             radius = rng.uniform(*radius_range) * min(h, w)
             center = np.array([rng.uniform(radius, w - radius), rng.uniform(radius, h - radius)])
-            polygon = _shape_polygon(rng, str(category["name"]), center, radius)
+            polygon = _shape_polygon(rng, shape, center, radius)
             flat = [float(round(v, 2)) for v in polygon.reshape(-1)]
             rle = mask_utils.merge(mask_utils.frPyObjects([flat], h, w))
             mask = mask_utils.decode(rle).astype(bool)
             # One pixel of margin so touching shapes never merge into one blob.
-            grown = mask.copy()
-            grown[1:] |= mask[:-1]
-            grown[:-1] |= mask[1:]
-            grown[:, 1:] |= mask[:, :-1]
-            grown[:, :-1] |= mask[:, 1:]
+            grown = _grow(mask)
             if mask.sum() < 16 or (grown & occupied).any():
                 continue
             occupied |= grown
@@ -162,6 +234,12 @@ def _generate_image(
                 }
             )
             break
+    if crowd_prob > 0 and rng.random() < crowd_prob:
+        crowd = _crowd_region(rng, categories, occupied, radius_range)
+        if crowd is not None:
+            annotation, mask = crowd
+            image[mask] = _random_colour(rng) + rng.normal(0.0, 10.0, size=(int(mask.sum()), 3))
+            annotations.append(annotation)
     return np.clip(image, 0, 255).astype(np.uint8), annotations
 
 
@@ -222,6 +300,87 @@ def generate_synthetic_coco(
     return outputs
 
 
+def coco_categories() -> List[Dict[str, object]]:
+    """COCO 2017's 80 categories as its json lists them: ``{"id", "name"}`` with the non-contiguous ids 1..90."""
+    from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
+
+    # Indexed by COCO category id; "__background__" is id 0 and "N/A" marks the 10 ids COCO does not use.
+    names = MaskRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"]
+    categories = [{"id": i, "name": name} for i, name in enumerate(names) if i > 0 and name != "N/A"]
+    if len(categories) != 80:
+        raise RuntimeError(f"torchvision's COCO category list gave {len(categories)} categories, not 80")
+    return categories
+
+
+def coco_layout_paths(root: str | Path, split: str) -> Tuple[Path, Path]:
+    """``(json_file, image_root)`` of one split of :func:`generate_coco_layout`'s folder (detectron2's layout)."""
+    if split not in COCO_SPLIT_DIRS:
+        raise ValueError(f"unknown split {split!r}; expected one of {tuple(COCO_SPLIT_DIRS)}")
+    coco = Path(root) / "coco"
+    return coco / "annotations" / f"instances_{COCO_SPLIT_DIRS[split]}.json", coco / COCO_SPLIT_DIRS[split]
+
+
+def generate_coco_layout(
+    root: str | Path,
+    num_train: int = 16,
+    num_val: int = 8,
+    image_sizes: Sequence[Tuple[int, int]] = ((192, 256), (256, 192), (224, 224)),
+    max_objects: int = 4,
+    radius_range: Tuple[float, float] = (0.08, 0.2),
+    crowd_prob: float = 0.3,
+    num_empty: int = 1,
+    seed: int = 0,
+    progress: bool = True,
+) -> Dict[str, Path]:
+    """Write a small stand-in for COCO 2017 under ``root/coco`` and return ``{split: json_file}``.
+
+    detectron2's builtin ``coco_2017_train`` / ``coco_2017_val`` read it with ``DETECTRON2_DATASETS=root``.
+    Objects are the shapes of :func:`generate_synthetic_coco` labelled with COCO's 80 categories (real ids and
+    names); each image has one of ``image_sizes`` (H, W); with probability ``crowd_prob`` an image also holds an
+    ``iscrowd`` region in uncompressed RLE; the last ``num_empty`` images of each split have no annotation.
+    """
+    if num_train < 1 or num_val < 1:
+        raise ValueError(f"num_train and num_val must be >= 1, got {num_train} and {num_val}")
+    if not 0 <= num_empty < min(num_train, num_val):
+        raise ValueError(f"num_empty must be in [0, {min(num_train, num_val)}), got {num_empty}")
+    categories = coco_categories()
+    photos = load_background_photos()
+    outputs = {}
+    annotation_id = 0
+    for split_index, (split, count) in enumerate(zip(COCO_SPLIT_DIRS, (num_train, num_val))):
+        rng = np.random.default_rng([seed, split_index, 2017])
+        json_file, image_root = coco_layout_paths(root, split)
+        image_root.mkdir(parents=True, exist_ok=True)
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        for k in tqdm(range(count), desc=f"coco layout {split}", disable=not progress):
+            size = tuple(image_sizes[rng.integers(len(image_sizes))])
+            if k >= count - num_empty:
+                pixels, objects = _random_background(rng, photos, size), []
+            else:
+                pixels, objects = _generate_image(
+                    rng, photos, size, max_objects, radius_range, categories=categories, crowd_prob=crowd_prob
+                )
+            # Sparse ids, unique across splits, as COCO's are (its file names are the 12-digit id).
+            image_id = 37 * (k + 1) + split_index
+            file_name = f"{image_id:012d}.jpg"
+            Image.fromarray(pixels).save(image_root / file_name, quality=95)
+            images.append({"id": image_id, "file_name": file_name, "height": size[0], "width": size[1], "license": 1})
+            for obj in objects:
+                annotation_id += 1
+                annotations.append({"id": 900000 + annotation_id, "image_id": image_id, **obj})
+        coco = {
+            "info": {"description": f"COCO-layout stand-in: shapes on package photos, seed {seed}", "year": 2017},
+            "licenses": [{"id": 1, "name": "the photos' own licenses (scikit-image, scikit-learn)", "url": ""}],
+            "images": images,
+            "annotations": annotations,
+            "categories": categories,
+        }
+        json_file.write_text(json.dumps(coco))
+        outputs[split] = json_file
+    return outputs
+
+
 def register_synthetic_coco(root: str | Path, prefix: str = "synthetic_coco") -> Tuple[str, ...]:
     """Register the generated splits in detectron2's catalogs as ``{prefix}_train`` / ``{prefix}_val``.
 
@@ -255,24 +414,42 @@ def synthetic_coco_dataset_dicts(
     Use in a LazyConfig as ``L(synthetic_coco_dataset_dicts)(root=..., split="train")`` in place of
     ``get_detection_dataset_dicts``; the evaluator then finds ``{prefix}_{split}`` registered.
     """
-    from detectron2.data import get_detection_dataset_dicts
+    from .coco_checks import checked_detection_dataset_dicts
 
     register_synthetic_coco(root, prefix)
-    return get_detection_dataset_dicts(f"{prefix}_{split}", filter_empty=filter_empty)
+    return checked_detection_dataset_dicts(f"{prefix}_{split}", filter_empty=filter_empty)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--num-train", type=int, default=300)
-    parser.add_argument("--num-val", type=int, default=60)
-    parser.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
+    parser.add_argument("--out", required=True, help="output folder (with --layout coco: DETECTRON2_DATASETS)")
+    parser.add_argument(
+        "--layout",
+        choices=("shapes", "coco"),
+        default="shapes",
+        help="shapes: the 3-category demo set; coco: COCO 2017's layout and 80 categories under OUT/coco",
+    )
+    parser.add_argument("--num-train", type=int, default=None, help="default: 300 (shapes), 16 (coco)")
+    parser.add_argument("--num-val", type=int, default=None, help="default: 60 (shapes), 8 (coco)")
+    parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="shapes layout only")
     parser.add_argument("--max-objects", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    outputs = generate_synthetic_coco(
-        args.out, args.num_train, args.num_val, tuple(args.size), max_objects=args.max_objects, seed=args.seed
-    )
+    if args.layout == "coco":
+        if args.size is not None:
+            parser.error("--size is for --layout shapes; the coco layout mixes several image sizes")
+        outputs = generate_coco_layout(
+            args.out, args.num_train or 16, args.num_val or 8, max_objects=args.max_objects, seed=args.seed
+        )
+    else:
+        outputs = generate_synthetic_coco(
+            args.out,
+            args.num_train or 300,
+            args.num_val or 60,
+            tuple(args.size or (256, 256)),
+            max_objects=args.max_objects,
+            seed=args.seed,
+        )
     for split, json_file in outputs.items():
         print(f"{split}: {json_file}")
 
