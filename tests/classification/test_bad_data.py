@@ -127,10 +127,10 @@ def test_class_folders_that_do_not_match_are_one_line(
 @pytest.fixture
 def image_checkpoint(tiny_cfg, tmp_path) -> str:
     from mvit.checkpoint import save_weights
-    from mvit.models import build_model
+    from mvit.models import create_model
 
     path = str(tmp_path / "tiny.pyth")
-    save_weights(build_model(load_config(str(tiny_cfg), [], extensions=[add_classification_config])), path)
+    save_weights(create_model(load_config(str(tiny_cfg), [], extensions=[add_classification_config])), path)
     return path
 
 

@@ -348,11 +348,11 @@ def test_run_net_without_one_readable_video_is_one_line(tmp_path):
 @pytest.fixture(scope="module")
 def video_checkpoint(tmp_path_factory) -> str:
     from mvit.checkpoint import save_weights
-    from mvit.models import build_model
+    from mvit.models import create_model
 
     cfg = load_config(CONFIG, ["MVIT.EMBED_DIM", "16"], extensions=[add_video_config])
     path = str(tmp_path_factory.mktemp("ckpt") / "tiny.pyth")
-    save_weights(build_model(cfg), path)
+    save_weights(create_model(cfg), path)
     return path
 
 
