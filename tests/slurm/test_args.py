@@ -7,14 +7,21 @@ from pathlib import Path
 import pytest
 import submitit
 
-from mvit.utils.slurm import TrainingJob, _entry_argv, executor_parameters, get_args_parser, submit
+from mvit.engine.submit import TrainingJob, executor_parameters, get_args_parser, get_target, load_script, submit
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = str(ROOT / "configs" / "IN1K" / "MVITv2_B.yaml")
+# Importing the tool registers its run_net target and the projects' targets (detection).
+load_script(str(ROOT / "tools" / "submit.py"))
 
 
 def parse(*argv: str):
-    return get_args_parser().parse_args(["--cfg", CFG, "--job-dir", "/tmp/job", *argv])
+    return get_args_parser(default_target="run_net").parse_args(["--cfg", CFG, "--job-dir", "/tmp/job", *argv])
+
+
+def _entry_argv(target: str, *args, **kwargs) -> list[str]:
+    kwargs = dict(kwargs)
+    return get_target(target).command_line(*args, kwargs.pop("tasks"), kwargs.pop("nodes"))
 
 
 def test_multi_node_gpu_job_parameters() -> None:
@@ -63,7 +70,7 @@ def test_entry_point_command_lines() -> None:
 
 
 def test_job_dir_placeholder_is_the_job_id() -> None:
-    job = TrainingJob("run_net", "tools/run_net.py", "c.yaml", [], "/ckpt/%j")
+    job = TrainingJob(get_target("run_net"), "c.yaml", [], "/ckpt/%j")
     assert job.output_dir("1234") == "/ckpt/1234"
 
 
@@ -86,6 +93,6 @@ def test_bad_options_are_one_line_errors(argv: list[str], message: str) -> None:
 
 
 def test_missing_config_is_named() -> None:
-    args = get_args_parser().parse_args(["--cfg", "missing.yaml", "--job-dir", "/tmp/job"])
+    args = get_args_parser(default_target="run_net").parse_args(["--cfg", "missing.yaml", "--job-dir", "/tmp/job"])
     with pytest.raises(FileNotFoundError, match="--cfg: no such config file: missing.yaml"):
         submit(args)
