@@ -1,7 +1,7 @@
 """Submit training to SLURM (or run it on this machine) with submitit, and survive preemption and time limits.
 
 The launcher knows no project: an entry point registers a :class:`LaunchTarget` (``tools/submit.py`` registers
-run_net's, ``projects.detection.launch`` detectron2's train_net), and ``tools/submit.py`` is a thin wrapper over
+run_net's, the detection project its detectron2 train_net), and ``tools/submit.py`` is a thin wrapper over
 :func:`get_args_parser` and :func:`submit`. A job runs one task per GPU (or ``--tasks-per-node`` CPU processes);
 each task exports the ``torch.distributed`` environment submitit derives from SLURM (``MASTER_ADDR``,
 ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``) and calls the target's ``main``

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+import contextlib
+from typing import Iterator, NoReturn
 
-from ..errors import UserError
+from ..errors import ConfigError, UserError, report
 
-__all__ = ["ArgumentParser"]
+__all__ = ["ArgumentParser", "model_argument"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -15,3 +16,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UserError(f"{self.prog}: {message} (see --help)")
+
+
+@contextlib.contextmanager
+def model_argument(what: str) -> Iterator[None]:
+    """Report an unknown zoo name (``KeyError``) or config field (``TypeError``) given as ``what`` as a ConfigError."""
+    try:
+        yield
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"{what}: {report(err)}") from None
