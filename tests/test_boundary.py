@@ -3,6 +3,7 @@ input as one line with exit code 2."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -118,3 +119,60 @@ def test_entry_points_report_bad_input_in_one_line(case: str, tmp_path: Path) ->
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and name in lines[0], proc.stderr
+
+
+# Import name -> distribution, where they differ.
+_DISTRIBUTION = {"PIL": "Pillow", "sklearn": "scikit-learn", "skimage": "scikit-image", "yaml": "pyyaml"}
+# Installed by tools/install_detectron2.sh, not by setup.py (detectron2 has no wheel for every Python / torch).
+_DETECTRON2 = {"detectron2", "omegaconf", "hydra"}
+
+
+def _setup_requirements() -> tuple[list[str], dict[str, list[str]]]:
+    """``install_requires`` and ``extras_require`` of setup.py, read without running setuptools."""
+    captured: dict = {}
+    code = (ROOT / "setup.py").read_text().replace("from setuptools import find_packages, setup", "")
+    exec(code, {"find_packages": lambda **_: [], "setup": lambda **kw: captured.update(kw)})  # noqa: S102
+    return captured["install_requires"], captured["extras_require"]
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    """Top-level names of every absolute import in ``path`` (lazy ones inside functions too)."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found - set(sys.stdlib_module_names) - {"mvit", "projects", "__future__"}
+
+
+def test_setup_extras_cover_every_import() -> None:
+    core, extras = _setup_requirements()
+    areas = {  # files -> what installs them
+        "mvit/[!e]*.py": core,
+        "mvit/models/*.py": core,
+        "mvit/checkpoint/*.py": core,
+        "mvit/config/*.py": core,
+        "mvit/utils/*.py": core + extras["train"],
+        "mvit/export.py": core + extras["export"],
+        "mvit/engine/*.py": core + extras["train"] + extras["slurm"],
+        "projects/classification/**/*.py": core + extras["train"],
+        "projects/video/**/*.py": core + extras["video"],
+        "projects/detection/**/*.py": core + extras["detection"] + extras["slurm"],
+    }
+    missing = []
+    for pattern, requirements in areas.items():
+        allowed = _names(requirements)
+        for path in sorted(ROOT.glob(pattern)):
+            for name in sorted(_third_party_imports(path)):
+                dist = _DISTRIBUTION.get(name, name).lower()
+                if dist not in allowed and not (pattern.startswith("projects/detection") and name in _DETECTRON2):
+                    missing.append(f"{path.relative_to(ROOT)}: {name}")
+    assert not missing, "imports no requirement of their area installs"
+    assert _names(core) == {"torch", "torchvision", "fvcore", "iopath", "numpy"}
+    assert _names(extras["all"]) == set().union(*(_names(r) for k, r in extras.items() if k != "all"))
