@@ -42,22 +42,22 @@ print(json.dumps({{"loaded": loaded, "signals": changed}}))
 
 
 def test_importing_the_engine_changes_no_process_state() -> None:
-    """No matplotlib backend switch, no exit handler, no signal handler: they come with the first use."""
-    code = """
+    """No matplotlib (so no backend switch), launcher or project dependency, no exit or signal handler."""
+    code = f"""
 import atexit, json, signal, sys
 import torch, torch.utils.data, torch.multiprocessing, timm, fvcore, tqdm, iopath.common.file_io  # dependencies first
-handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)}
+handlers = {{s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)}}
 exit_handlers = atexit._ncallbacks()
 import mvit.engine
-print(json.dumps({
-    "matplotlib": "matplotlib" in sys.modules,
+print(json.dumps({{
+    "optional": sorted(m for m in sys.modules if m.split(".")[0] in {OPTIONAL!r}),
     "exit_handlers": atexit._ncallbacks() - exit_handlers,
     "signals": [s.name for s, h in handlers.items() if signal.getsignal(s) != h],
-}))
+}}))
 """
     proc = _python("-c", code)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.splitlines()[-1]) == {"matplotlib": False, "exit_handlers": 0, "signals": []}
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"optional": [], "exit_handlers": 0, "signals": []}
 
 
 def test_the_core_names_no_project_and_no_launcher() -> None:
