@@ -148,7 +148,7 @@ def _timed(step: Callable[[], None], iters: int, device: torch.device) -> float:
 
 
 def make_input(name: str, batch: int, device: torch.device) -> torch.Tensor:
-    cfg = mvit.models.get_model_config(name)
+    cfg = mvit.resolve_config(name)
     return torch.randn(batch, cfg.in_chans, *cfg.input_size, device=device)
 
 

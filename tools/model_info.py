@@ -19,7 +19,7 @@ import torch
 
 import mvit
 from mvit.errors import UserError, run_cli
-from mvit.models import MViT, get_model_config, model_info
+from mvit.models import MViT, model_info, resolve_config
 from mvit.utils.cli import ArgumentParser, model_argument
 
 
@@ -43,7 +43,7 @@ def zoo_table() -> str:
     ]
     for name in mvit.list_models():
         info = model_info(name)
-        model = MViT(get_model_config(name, attn_impl="explicit"))
+        model = MViT(resolve_config(name, attn_impl="explicit"))
         params, gflops, _ = count(model)
         size = "x".join(str(s) for s in model.cfg.input_size)
         top1 = f"{info.published_top1:.1f}" if info.published_top1 else "-"
@@ -69,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if not (args.name or args.cfg):
         raise UserError("give a zoo name or --cfg FILE")
     with model_argument(args.cfg or args.name):
-        model = MViT(get_model_config(args.cfg or args.name, attn_impl="explicit"))
+        model = MViT(resolve_config(args.cfg or args.name, attn_impl="explicit"))
     params, gflops, by_op = count(model)
     print(f"model: {args.cfg or args.name}  input: {tuple(model.cfg.input_size)}")
     print(f"parameters: {params:,}")

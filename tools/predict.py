@@ -27,7 +27,7 @@ from mvit.config import load_config
 from mvit.engine import find_input_loader
 from mvit.engine.plugins import load_projects
 from mvit.errors import USER_ERROR_EXIT_CODE, UserError, report, run_cli
-from mvit.models import build_model
+from mvit.models import create_model
 from mvit.utils.cli import ArgumentParser
 
 # The projects whose input loaders read the files (images, videos) and whose config keys the yaml may use.
@@ -91,7 +91,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise UserError(f"{path}: file not found")
         _, extensions = load_projects(PROJECTS)
         cfg = load_config(args.cfg_file, args.opts, extensions=extensions)
-        model = build_model(cfg).eval()
+        model = create_model(cfg).eval()
         ckpt = read_checkpoint(args.checkpoint)
         if args.ema:
             ema = ckpt.get("hooks", {}).get("ema", {}).get("model")

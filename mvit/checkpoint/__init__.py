@@ -6,6 +6,7 @@ from .formats import (
     detect_format,
     load_checkpoint,
     read_checkpoint,
+    save_state,
     save_weights,
     unwrap_state_dict,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "detect_format",
     "load_checkpoint",
     "read_checkpoint",
+    "save_state",
     "save_weights",
     "unwrap_state_dict",
     "CheckpointError",

@@ -29,11 +29,14 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from iopath.common.file_io import g_pathmgr as PathManager
 from torch import nn
 
+from ..errors import report
+from .safe_io import load_pickle, read_safetensors, torch_load, write_safetensors
 from .state import CheckpointError, atomic_save
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "detect_format",
     "load_checkpoint",
     "read_checkpoint",
+    "save_state",
     "save_weights",
     "unwrap_state_dict",
 ]
@@ -87,47 +91,40 @@ def _head(keys: List[str], n: int = 6) -> str:
 
 
 # --------------------------------------------------------------------------- reading
-def read_checkpoint(path: str) -> dict:
-    """Read a checkpoint file into a dict, with a one-line error naming the file when it cannot be read."""
+def read_checkpoint(path: str, *, trust_pickle: bool = False) -> dict:
+    """Read a checkpoint file into a dict, with a one-line error naming the file when it cannot be read.
+
+    Nothing in the file is executed (see :mod:`mvit.checkpoint.safe_io`): PyTorch files load with
+    ``weights_only=True`` and an allow-list, detectron2 ``.pkl`` files with a restricted unpickler,
+    ``.safetensors`` files hold tensors only. ``trust_pickle=True`` lifts the allow-lists for a trusted file.
+    """
     if not PathManager.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    if str(path).endswith(".safetensors"):
+        try:
+            return read_safetensors(path)
+        except Exception as err:  # noqa: BLE001 - any failure to parse means a bad file
+            raise CheckpointError(f"{path}: cannot read safetensors file: {report(err)}") from None
     try:
         with PathManager.open(path, "rb") as f:
-            try:
-                obj = torch.load(f, map_location="cpu", weights_only=True)
-            except Exception as err:  # noqa: BLE001 - retried below only for pickles that weights_only rejects
-                if "weights_only" not in str(err) and "Unsupported global" not in str(err):
-                    raise
-                # Official .pyth files pickle a few non-tensor objects (e.g. numpy scalars); trusted load.
-                f.seek(0)
-                obj = torch.load(f, map_location="cpu", weights_only=False)
+            if str(path).endswith(".pkl"):
+                obj = load_pickle(f, path, trust_pickle=trust_pickle)
+            else:
+                obj = torch_load(f, path, trust_pickle=trust_pickle)
     except CheckpointError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure to unpickle means a bad file
-        if str(path).endswith(".pkl"):
-            return _read_detectron2_pickle(path)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or not a PyTorch file?): {reason}") from None
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint (truncated or not a PyTorch file?): {report(err)}"
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
+    if str(path).endswith(".pkl"):  # detectron2 model zoo: numpy arrays under "model"
+        state = obj.get("model", obj)
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: expected a dict of arrays under 'model', got {type(state).__name__}")
+        obj = {"model": {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}}
     return obj
-
-
-def _read_detectron2_pickle(path: str) -> dict:
-    """detectron2 model-zoo ``.pkl``: a plain (latin-1) pickle of numpy arrays under ``"model"``."""
-    import pickle
-
-    import numpy as np
-
-    try:
-        with PathManager.open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")
-    except Exception as err:  # noqa: BLE001 - any failure to unpickle means a bad file
-        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or not a pickle?): {err}") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a dict of arrays, got {type(obj).__name__}")
-    state = obj.get("model", obj)
-    return {"model": {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}}
 
 
 def unwrap_state_dict(obj: dict) -> Tuple[StateDict, Optional[str]]:
@@ -285,7 +282,9 @@ def _fit_resize(name: str, value: torch.Tensor, target: torch.Tensor, model: nn.
     return None
 
 
-def load_checkpoint(model: nn.Module, path: str, strict: bool = True, log: bool = True) -> LoadReport:
+def load_checkpoint(
+    model: nn.Module, path: str, strict: bool = True, log: bool = True, *, trust_pickle: bool = False
+) -> LoadReport:
     """Load weights of any supported format into ``model``.
 
     Args:
@@ -295,11 +294,12 @@ def load_checkpoint(model: nn.Module, path: str, strict: bool = True, log: bool 
             resize what can be resized (rel-pos tables, position embeddings, image -> video kernels) and leave
             the rest (e.g. a head of another number of classes) at its initial values.
         log: log the report at INFO (WARNING when keys were left out).
+        trust_pickle: read a pickle without the allow-list (only for a file you trust: it can run code).
 
     Returns:
         A :class:`LoadReport` listing loaded, resized, missing, unexpected and mismatched keys.
     """
-    obj = read_checkpoint(path)
+    obj = read_checkpoint(path, trust_pickle=trust_pickle)
     raw, hint = unwrap_state_dict(obj)
     fmt = detect_format(raw, hint)
     state = convert_state_dict(raw, fmt, model)
@@ -345,10 +345,22 @@ def load_checkpoint(model: nn.Module, path: str, strict: bool = True, log: bool 
 
 
 def save_weights(model: nn.Module, path: str, extra: Optional[dict] = None) -> None:
-    """Write this project's weights format (atomically): the state dict plus the model config."""
+    """Write this project's weights format (atomically): the state dict plus the model config.
+
+    A path ending in ``.safetensors`` writes safetensors (tensors, with the format and config as metadata);
+    any other path a ``torch.save`` file that loads with ``weights_only=True``.
+    """
     obj = {"format": WEIGHTS_FORMAT, "model": model.state_dict()}
     cfg = getattr(model, "cfg", None)
     if cfg is not None:
         obj["model_config"] = asdict(cfg)
     obj.update(extra or {})
-    atomic_save(obj, os.fspath(path))
+    save_state(obj, os.fspath(path))
+
+
+def save_state(obj: dict, path: str) -> None:
+    """Write ``{"model": state_dict, ...}`` atomically, as safetensors when ``path`` ends in ``.safetensors``."""
+    if path.endswith(".safetensors"):
+        write_safetensors(obj["model"], path, {k: v for k, v in obj.items() if k != "model"})
+    else:
+        atomic_save(obj, path)

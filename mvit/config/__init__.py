@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Iterable, Optional, Sequence
 
 from fvcore.common.config import CfgNode
 
-from ..errors import ConfigError, report
+from ..errors import ConfigError
+from ..models.build import resolve_arch_keys
+from .compat import check_foreign_keys, merge_config_file, merge_overrides, register_foreign_keys
 from .defaults import get_cfg
 
 __all__ = ["CfgNode", "ConfigError", "get_cfg", "load_config"]
@@ -21,31 +22,35 @@ def load_config(
     allow_unknown_keys: bool = False,
 ) -> CfgNode:
     """Build an experiment config: defaults, then each project ``extension``, then the yaml file
-    (its ``_BASE_`` chain first), then ``KEY VALUE`` overrides.
+    (its ``_BASE_`` chain first), then ``KEY VALUE`` overrides; last, every unset ``MVIT`` key is written
+    (the ``MVIT.ARCH`` model's value, or the official default), so the config names the whole architecture.
+    Official MViTv2 / PySlowFast files load unmodified: their keys are accepted, checked or translated by
+    :mod:`mvit.config.compat`.
+
+    ``allow_unknown_keys`` accepts keys of projects that are not loaded; ``MVIT`` stays closed (a typo there
+    would silently change the model).
 
     Raises:
-        ConfigError: missing file, unknown key or malformed value, naming the file or key.
+        ConfigError: missing file, invalid YAML, unknown key, malformed value, or an official key whose
+            value this project does not implement, naming the file (and line) or key.
     """
     cfg = get_cfg()
     for extend in extensions:
         extend(cfg)
     if allow_unknown_keys:
         cfg.set_new_allowed(True)
+        cfg.MVIT.set_new_allowed(False)
+    # The official MViTv2 / PySlowFast keys we lack: accepted, checked or translated, then removed.
+    foreign = register_foreign_keys(cfg)
     if cfg_file:
-        if not os.path.isfile(cfg_file):
-            raise ConfigError(f"config file not found: {cfg_file}")
-        try:
-            cfg.merge_from_file(cfg_file)
-        except (KeyError, ValueError, AssertionError, TypeError) as err:
-            raise ConfigError(f"{cfg_file}: {report(err)}") from None
+        merge_config_file(cfg, cfg_file, foreign)
     if opts:
-        opts = list(opts)
-        if len(opts) % 2:
-            raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd list: {opts}")
-        try:
-            cfg.merge_from_list(opts)
-        except (KeyError, ValueError, AssertionError, TypeError) as err:
-            raise ConfigError(f"command-line override: {report(err)}") from None
+        merge_overrides(cfg, opts, foreign)
+    check_foreign_keys(cfg, foreign)
+    try:
+        resolve_arch_keys(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{cfg_file}: {err}" if cfg_file else str(err)) from None
     if freeze:
         cfg.freeze()
     return cfg

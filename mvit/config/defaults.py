@@ -7,6 +7,8 @@ launcher. A project adds its own keys with an ``add_*_config(cfg)`` function (de
 
 from fvcore.common.config import CfgNode
 
+from ..models.build import mvit_cfg_node
+
 _C = CfgNode()
 
 # ---------------------------------------------------------------------------
@@ -23,55 +25,17 @@ _C.MODEL.LOSS_FUNC = "soft_cross_entropy"
 _C.MODEL.ACT_CHECKPOINT = False
 
 # ---------------------------------------------------------------------------
-# MViT architecture (key names as in the official MViTv2 / PySlowFast configs)
+# MViT architecture: derived from mvit.models.MViTConfig, one key per field (upper case; official names
+# where they differ, see mvit.models.build.MVIT_KEY_ALIASES). None = unset: the value of the ARCH model, or
+# without ARCH the official facebookresearch/mvit default. load_config writes every unset key, so a loaded
+# config spells out the whole architecture. Input size, channels, classes, head dropout and activation
+# checkpointing are MViTConfig fields read from DATA.* and MODEL.* (mvit.models.build.SECTION_KEYS).
 # ---------------------------------------------------------------------------
-_C.MVIT = CfgNode()
-# Pooling operator of q/k/v: "conv" (depthwise conv + LayerNorm), "max" or "avg".
-_C.MVIT.MODE = "conv"
-# Pool before the q/k/v projections (MViTv1 option).
-_C.MVIT.POOL_FIRST = False
-# Prepend a class token; the head then reads it instead of mean-pooling the patch tokens.
-_C.MVIT.CLS_EMBED_ON = False
-# Patch embedding: 2 entries for images, 3 (T, H, W) for video.
-_C.MVIT.PATCH_KERNEL = [7, 7]
-_C.MVIT.PATCH_STRIDE = [4, 4]
-_C.MVIT.PATCH_PADDING = [3, 3]
-_C.MVIT.EMBED_DIM = 96
-_C.MVIT.NUM_HEADS = 1
-_C.MVIT.MLP_RATIO = 4.0
-_C.MVIT.QKV_BIAS = True
-# Stochastic depth, linearly increasing from 0 to this rate over the blocks.
-_C.MVIT.DROPPATH_RATE = 0.1
-_C.MVIT.DEPTH = 16
-# [[block_index, multiplier], ...]: channel / head multiplication at a block.
-_C.MVIT.DIM_MUL = []
-_C.MVIT.HEAD_MUL = []
-# [[block_index, s_0, s_1(, s_2)], ...]: explicit kv pooling strides per block.
-_C.MVIT.POOL_KV_STRIDE = []
-# Initial kv stride; divided by the q stride of each block that pools q (this overrides
-# POOL_KV_STRIDE when set, as in the official code).
-_C.MVIT.POOL_KV_STRIDE_ADAPTIVE = []
-# [[block_index, s_0, s_1(, s_2)], ...]: q pooling strides per block.
-_C.MVIT.POOL_Q_STRIDE = []
-_C.MVIT.POOL_KVQ_KERNEL = [3, 3]
-# Also exclude position embeddings and the class token from weight decay.
+_C.MVIT = mvit_cfg_node()
+# A zoo model (mvit.list_models(), e.g. "mvitv2_b") whose architecture the keys set beside it override.
+_C.MVIT.ARCH = ""
+# Also exclude position embeddings and the class token from weight decay (an optimizer key).
 _C.MVIT.ZERO_DECAY_POS_CLS = True
-# Absolute position embedding (added after the patch embedding).
-_C.MVIT.USE_ABS_POS = False
-# Video only: separable space / time absolute position embedding.
-_C.MVIT.SEP_POS_EMBED = False
-# Decomposed relative position embeddings.
-_C.MVIT.REL_POS_SPATIAL = True
-_C.MVIT.REL_POS_TEMPORAL = False
-_C.MVIT.REL_POS_ZERO_INIT = False
-# Residual pooling connection (pooled q added to the attention output).
-_C.MVIT.RESIDUAL_POOLING = True
-# Residual pooling also adds to the class token (legacy official code / timm *_cls weights).
-_C.MVIT.RESIDUAL_POOLING_CLS = False
-# Expand channels in the attention (True) or in the MLP (False; used by L and H).
-_C.MVIT.DIM_MUL_IN_ATT = True
-# Attention kernel: "auto" (fused where supported), "sdpa" or "explicit".
-_C.MVIT.ATTN_IMPL = "auto"
 
 # ---------------------------------------------------------------------------
 # Data (common to images and video; the video project adds its own keys)
@@ -203,5 +167,5 @@ _C.CPU_THREADS = 0
 
 
 def get_cfg() -> CfgNode:
-    """A fresh copy of the core defaults."""
+    """A fresh copy of the core defaults (``MVIT.*`` architecture keys unset until :func:`mvit.config.load_config`)."""
     return _C.clone()

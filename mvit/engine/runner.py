@@ -38,9 +38,9 @@ def checkpoint_dir(cfg: CfgNode) -> str:
 
 
 def _default_builder() -> ModelBuilder:
-    from ..models import build_model
+    from ..models import create_model
 
-    return build_model
+    return create_model
 
 
 def _setup(cfg: CfgNode) -> torch.device:

@@ -1,10 +1,10 @@
-"""MViTv2 models: config, layers, attention, the model and its zoo."""
+"""MViTv2 models: config, layers, attention, the model, its zoo, and ``create_model`` (the one builder)."""
 
 from .attention import MultiScaleAttention, MultiScaleBlock, decomposed_rel_pos_bias
-from .build import build_model, config_from_cfg
+from .build import create_model, resolve_config
 from .config import BlockSpec, MViTConfig
 from .mvit import MViT
-from .zoo import ModelInfo, create_model, get_model_config, list_models, model_info, register_model
+from .zoo import ModelInfo, list_models, model_info, register_model
 
 __all__ = [
     "BlockSpec",
@@ -13,12 +13,10 @@ __all__ = [
     "ModelInfo",
     "MultiScaleAttention",
     "MultiScaleBlock",
-    "build_model",
-    "config_from_cfg",
     "create_model",
     "decomposed_rel_pos_bias",
-    "get_model_config",
     "list_models",
     "model_info",
     "register_model",
+    "resolve_config",
 ]

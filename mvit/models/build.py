@@ -1,64 +1,246 @@
-"""Translate an experiment config (``CfgNode``: MVIT.*, MODEL.*, DATA.*) into the model's own config."""
+"""One way to build a model: :func:`create_model` from a zoo name, a yaml file, an MViTConfig or a cfg.
+
+``cfg`` always means an experiment config (fvcore ``CfgNode``). Its ``MVIT`` section is derived from
+:class:`MViTConfig`: one key per field, upper case, with the official name where it differs
+(:data:`MVIT_KEY_ALIASES`), plus ``MVIT.ARCH``, a zoo model whose fields the keys set beside it override. A key
+left unset (None) takes ARCH's value, or without ARCH the official default (facebookresearch/mvit's
+``MVIT.*`` defaults: the field defaults and :data:`OFFICIAL_DEFAULTS`). The fields that describe the input and
+the head are read from their own sections (:data:`SECTION_KEYS`).
+"""
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
+import os
+import re
+import typing
+from typing import Any, Dict, Optional, Tuple, Union
+
 from fvcore.common.config import CfgNode
 
+from ..errors import ConfigError
 from .config import MViTConfig
 from .mvit import MViT
+from .zoo import is_model, model_info
 
-__all__ = ["build_model", "config_from_cfg"]
+__all__ = [
+    "MVIT_KEY_ALIASES",
+    "OFFICIAL_DEFAULTS",
+    "SECTION_KEYS",
+    "ModelSpec",
+    "create_model",
+    "mvit_cfg_node",
+    "mvit_keys",
+    "resolve_arch_keys",
+    "resolve_config",
+]
+
+ModelSpec = Union[str, os.PathLike, MViTConfig, CfgNode]
+
+# Official ``MVIT.*`` key names that are not the field name in upper case.
+MVIT_KEY_ALIASES: Dict[str, str] = {"drop_path_rate": "DROPPATH_RATE"}
+
+# Fields read from other sections; input_size is (NUM_FRAMES, crop, crop) for a 3-D patch kernel, else (crop, crop).
+SECTION_KEYS: Dict[str, Tuple[str, ...]] = {
+    "input_size": ("DATA.NUM_FRAMES", "DATA.TRAIN_CROP_SIZE"),
+    "in_chans": ("DATA.IN_CHANS",),
+    "num_classes": ("MODEL.NUM_CLASSES",),
+    "head_dropout": ("MODEL.DROPOUT_RATE",),
+    "act_checkpoint": ("MODEL.ACT_CHECKPOINT",),
+}
+
+# facebookresearch/mvit's defaults where they differ from MViTConfig's (which suit the zoo's from_stages).
+OFFICIAL_DEFAULTS: Dict[str, Any] = {"depth": 16, "drop_path_rate": 0.1, "pool_kvq_kernel": (3, 3)}
+
+_FIELDS = {f.name: f for f in dataclasses.fields(MViTConfig)}
+_HINTS = typing.get_type_hints(MViTConfig)
 
 
-def config_from_cfg(cfg: CfgNode) -> MViTConfig:
-    """The one place where experiment keys become model fields (the config is read, never mutated)."""
-    m = cfg.MVIT
-    ndim = len(m.PATCH_KERNEL)
-    crop = cfg.DATA.TRAIN_CROP_SIZE
-    if ndim == 3:
-        input_size = (cfg.DATA.NUM_FRAMES, crop, crop)
-    elif cfg.DATA.NUM_FRAMES > 1:
-        raise ValueError(
-            f"DATA.NUM_FRAMES={cfg.DATA.NUM_FRAMES} needs a 3-D model, but MVIT.PATCH_KERNEL={list(m.PATCH_KERNEL)} is 2-D"
+def mvit_keys() -> Dict[str, str]:
+    """The ``MVIT`` key of every MViTConfig field held by that section (all fields but :data:`SECTION_KEYS`)."""
+    return {name: MVIT_KEY_ALIASES.get(name, name.upper()) for name in _FIELDS if name not in SECTION_KEYS}
+
+
+def mvit_cfg_node() -> CfgNode:
+    """The ``MVIT`` section of the default cfg: every key unset (None)."""
+    return CfgNode({key: None for key in mvit_keys().values()})
+
+
+def _cfg_key(name: str) -> str:
+    """The cfg key(s) of a field, for messages."""
+    return " / ".join(SECTION_KEYS[name]) if name in SECTION_KEYS else f"MVIT.{mvit_keys()[name]}"
+
+
+def _describe(hint: Any) -> str:
+    """A field type as a user reads it: int, number, bool, string, [X, ...]."""
+    names = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
+    if typing.get_origin(hint) is Union:
+        return _describe(args[0])
+    return f"[{_describe(args[0]).removeprefix('an ').removeprefix('a ')}, ...]"
+
+
+class _Mismatch(Exception):
+    """A cfg value that does not fit its field's type."""
+
+
+def _convert(value: Any, hint: Any) -> Any:
+    """``value`` as the field's type: lists become tuples, [] of an Optional field None (the official "off")."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:  # Optional[X]
+        if value is None or (isinstance(value, (list, tuple)) and not value):
+            return None
+        return _convert(value, next(a for a in args if a is not type(None)))
+    if origin in (tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        return tuple(_convert(v, args[0]) for v in value)
+    checks = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }
+    if hint in checks and not checks[hint](value):
+        raise _Mismatch
+    return value
+
+
+def _check(value: Any, hint: Any, key: str) -> Any:
+    """A value read from the cfg key ``key``, converted to the field's type, or a ConfigError naming the key."""
+    try:
+        return _convert(value, hint)
+    except _Mismatch:
+        raise ConfigError(f"{key}: expected {_describe(hint)}, got {value!r}") from None
+
+
+def _to_cfg(value: Any) -> Any:
+    """A field value as a cfg value: tuples become lists, as a yaml writes them."""
+    if isinstance(value, (list, tuple)):
+        return [_to_cfg(v) for v in value]
+    return value
+
+
+def _arch_fields(cfg: CfgNode) -> Dict[str, Any]:
+    """Values of the ``MVIT`` fields before the cfg's own keys: ARCH's model, or the official defaults."""
+    arch = cfg.MVIT.get("ARCH") or ""
+    if arch:
+        try:
+            base = model_info(arch).build_config()
+        except ConfigError as err:
+            raise ConfigError(f"MVIT.ARCH: {err}") from None
+        return {name: getattr(base, name) for name in mvit_keys()}
+    return {name: OFFICIAL_DEFAULTS.get(name, _FIELDS[name].default) for name in mvit_keys()}
+
+
+def _mvit_fields(cfg: CfgNode) -> Dict[str, Any]:
+    """Values of the ``MVIT`` fields: each key set in ``cfg`` (checked), the unset ones from :func:`_arch_fields`."""
+    values = _arch_fields(cfg)
+    for name, key in mvit_keys().items():
+        value = cfg.MVIT.get(key)
+        if value is not None:
+            values[name] = _check(value, _HINTS[name], f"MVIT.{key}")
+    return values
+
+
+def resolve_arch_keys(cfg: CfgNode) -> None:
+    """Write every unset ``MVIT`` key of ``cfg`` in place (ARCH's value or the official default), so that a
+    loaded cfg spells out the whole architecture; keys that are set are only type-checked.
+
+    Raises:
+        ConfigError: unknown ``MVIT.ARCH`` or a value of the wrong type, naming the key.
+    """
+    values = _mvit_fields(cfg)
+    for name, key in mvit_keys().items():
+        if cfg.MVIT.get(key) is None:
+            # None only occurs for Optional list fields, whose "off" a cfg spells [] (None would read as unset).
+            cfg.MVIT[key] = [] if values[name] is None else _to_cfg(values[name])
+
+
+def _lookup(cfg: CfgNode, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _config_from_cfg(cfg: CfgNode) -> MViTConfig:
+    """The MViTConfig an experiment config describes (the cfg is read, never changed)."""
+    values = _mvit_fields(cfg)
+    frames, crop = (_lookup(cfg, key) for key in SECTION_KEYS["input_size"])
+    if len(values["patch_kernel"]) == 3:
+        values["input_size"] = (frames, crop, crop)
+    elif frames > 1:
+        raise ConfigError(
+            f"DATA.NUM_FRAMES={frames} needs a 3-D model, but MVIT.PATCH_KERNEL={list(values['patch_kernel'])} is 2-D"
         )
     else:
-        input_size = (crop, crop)
-    return MViTConfig(
-        input_size=input_size,
-        in_chans=cfg.DATA.IN_CHANS,
-        num_classes=cfg.MODEL.NUM_CLASSES,
-        patch_kernel=tuple(m.PATCH_KERNEL),
-        patch_stride=tuple(m.PATCH_STRIDE),
-        patch_padding=tuple(m.PATCH_PADDING),
-        embed_dim=m.EMBED_DIM,
-        num_heads=m.NUM_HEADS,
-        depth=m.DEPTH,
-        mlp_ratio=m.MLP_RATIO,
-        qkv_bias=m.QKV_BIAS,
-        dim_mul=[tuple(x) for x in m.DIM_MUL],
-        head_mul=[tuple(x) for x in m.HEAD_MUL],
-        pool_q_stride=[tuple(x) for x in m.POOL_Q_STRIDE],
-        pool_kv_stride=[tuple(x) for x in m.POOL_KV_STRIDE],
-        pool_kv_stride_adaptive=tuple(m.POOL_KV_STRIDE_ADAPTIVE) or None,
-        pool_kvq_kernel=tuple(m.POOL_KVQ_KERNEL),
-        mode=m.MODE,
-        pool_first=m.POOL_FIRST,
-        cls_embed_on=m.CLS_EMBED_ON,
-        use_abs_pos=m.USE_ABS_POS,
-        sep_pos_embed=m.SEP_POS_EMBED,
-        rel_pos_spatial=m.REL_POS_SPATIAL,
-        rel_pos_temporal=m.REL_POS_TEMPORAL,
-        rel_pos_zero_init=m.REL_POS_ZERO_INIT,
-        residual_pooling=m.RESIDUAL_POOLING,
-        residual_pooling_cls=m.RESIDUAL_POOLING_CLS,
-        dim_mul_in_att=m.DIM_MUL_IN_ATT,
-        drop_path_rate=m.DROPPATH_RATE,
-        head_dropout=cfg.MODEL.DROPOUT_RATE,
-        attn_impl=m.ATTN_IMPL,
-        act_checkpoint=cfg.MODEL.ACT_CHECKPOINT,
-    )
+        values["input_size"] = (crop, crop)
+    for name, keys in SECTION_KEYS.items():
+        if name != "input_size":
+            values[name] = _lookup(cfg, keys[0])
+    try:
+        return MViTConfig(**values)
+    except (TypeError, ValueError) as err:
+        # Name the cfg key, not the field: the user wrote the key.
+        raise ConfigError(re.sub(r"MViTConfig\.(\w+)", lambda m: _cfg_key(m.group(1)), str(err))) from None
 
 
-def build_model(cfg: CfgNode) -> MViT:
-    """Build the MViT described by an experiment config."""
-    return MViT(config_from_cfg(cfg))
+def resolve_config(spec: ModelSpec, **overrides: Any) -> MViTConfig:
+    """The :class:`MViTConfig` of a model spec, with field overrides.
+
+    Args:
+        spec: a zoo name (``mvit.list_models()``), the path of an experiment yaml, an :class:`MViTConfig`
+            (copied), or an experiment config ``cfg`` (fvcore ``CfgNode``). A zoo name wins over a file of
+            the same name.
+        **overrides: :class:`MViTConfig` fields, e.g. ``num_classes=10``.
+
+    Raises:
+        ConfigError: unknown zoo name (with the closest names), missing yaml file, or a bad config value.
+        TypeError: an override that is not an MViTConfig field.
+    """
+    if isinstance(spec, MViTConfig):
+        config = spec
+    elif isinstance(spec, CfgNode):
+        config = _config_from_cfg(spec)
+    elif isinstance(spec, (str, os.PathLike)):
+        text = os.fspath(spec)
+        if not is_model(text) and os.path.isfile(text):
+            from ..config import load_config  # the config package derives its defaults from this module
+
+            cfg = load_config(text, allow_unknown_keys=True)
+            try:
+                config = _config_from_cfg(cfg)
+            except ConfigError as err:
+                raise ConfigError(f"{text}: {err}") from None
+        elif not is_model(text) and (text.endswith((".yaml", ".yml")) or os.path.sep in text or "/" in text):
+            raise ConfigError(f"config file not found: {text}")
+        else:
+            config = model_info(text).build_config()  # an unknown name raises, with the closest names
+    else:
+        raise TypeError(f"expected a zoo name, a yaml path, an MViTConfig or a CfgNode, got {type(spec).__name__}")
+    return config.replace(**overrides)
+
+
+def create_model(spec: ModelSpec, *, checkpoint: Optional[str] = None, **overrides: Any) -> MViT:
+    """Build a model from a zoo name, a yaml path, an :class:`MViTConfig` or an experiment config.
+
+    Args:
+        spec: e.g. "mvitv2_t", "mvitv2_s_16x4", "configs/IN1K/MVITv2_B.yaml", ``MViTConfig(...)`` or a
+            ``cfg`` from :func:`mvit.config.load_config` (see :func:`resolve_config`).
+        checkpoint: weights in any format ``mvit.checkpoint`` reads (official .pyth, PySlowFast, mmpretrain,
+            timm, torchvision, detectron2 backbone, this project's); detected automatically, loaded strictly.
+        **overrides: :class:`MViTConfig` fields, e.g. ``num_classes=10``, ``input_size=(256, 256)``.
+
+    Returns:
+        :class:`MViT`; in eval mode it returns logits (no softmax).
+    """
+    model = MViT(resolve_config(spec, **overrides))
+    if checkpoint is not None:
+        from ..checkpoint import load_checkpoint
+
+        load_checkpoint(model, checkpoint, strict=True)
+    return model

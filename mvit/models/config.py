@@ -1,8 +1,9 @@
 """The model's own config: a small dataclass that is resolved into one spec per block.
 
-The field names and list formats follow the official MViTv2 / PySlowFast config keys (``MVIT.*`` in
-lowercase), so an official yaml maps onto it one to one; :meth:`MViTConfig.from_stages` builds the same
-lists from a few numbers (timm style) for the model zoo.
+:class:`MViTConfig` is the one schema of the architecture: the experiment config's ``MVIT.*`` keys are
+derived from its fields (upper case, official names; :mod:`mvit.models.build` translates), so an official
+yaml maps onto it one to one. :meth:`MViTConfig.from_stages` builds the per-block lists from a few numbers
+(timm style) for the model zoo.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 __all__ = ["BlockSpec", "MViTConfig", "round_width"]
@@ -52,9 +53,12 @@ class MViTConfig:
     ``[[block_index, value, ...], ...]``.
     """
 
+    # (H, W) or (T, H, W) at the build size; other sizes work at run time (interpolated position tables).
     input_size: Tuple[int, ...] = (224, 224)
     in_chans: int = 3
+    # 0 = no classifier head (features only).
     num_classes: int = 1000
+    # Patch embedding (a strided convolution): 2 entries for images, 3 (T, H, W) for video.
     patch_kernel: Tuple[int, ...] = (7, 7)
     patch_stride: Tuple[int, ...] = (4, 4)
     patch_padding: Tuple[int, ...] = (3, 3)
@@ -63,25 +67,39 @@ class MViTConfig:
     depth: int = 10
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
+    # [[block_index, multiplier], ...]: channel / head multiplication at a block.
     dim_mul: Sequence[Sequence[float]] = ()
     head_mul: Sequence[Sequence[float]] = ()
+    # [[block_index, s_0, s_1(, s_2)], ...]: q pooling strides per block.
     pool_q_stride: Sequence[Sequence[int]] = ()
+    # [[block_index, s_0, s_1(, s_2)], ...]: explicit kv pooling strides per block.
     pool_kv_stride: Sequence[Sequence[int]] = ()
+    # Initial kv stride, divided by the q stride of each block that pools q; replaces pool_kv_stride when set.
     pool_kv_stride_adaptive: Optional[Sequence[int]] = None
+    # Kernel of the q / k / v pooling; None = 3 in every dimension.
     pool_kvq_kernel: Optional[Sequence[int]] = None
+    # Pooling operator of q / k / v: "conv" (depthwise conv + LayerNorm), "max" or "avg".
     mode: str = "conv"
+    # Pool before the q / k / v projections (MViTv1 option).
     pool_first: bool = False
+    # Prepend a class token; the head then reads it instead of mean-pooling the patch tokens.
     cls_embed_on: bool = False
+    # Absolute position embedding after the patch embedding; sep_pos_embed: separate space / time (video).
     use_abs_pos: bool = False
     sep_pos_embed: bool = False
+    # Decomposed relative position embeddings.
     rel_pos_spatial: bool = True
     rel_pos_temporal: bool = False
     rel_pos_zero_init: bool = False
+    # Residual pooling connection (pooled q added to the attention output).
     residual_pooling: bool = True
     # Legacy behaviour: residual pooling also adds the pooled class token (timm's *_cls weights need it).
     residual_pooling_cls: bool = False
+    # Expand channels in the attention (True) or in the MLP (False; used by L and H).
     dim_mul_in_att: bool = True
+    # Stochastic depth, linearly increasing from 0 to this rate over the blocks.
     drop_path_rate: float = 0.0
+    # Dropout before the final projection of the head.
     head_dropout: float = 0.0
     norm_eps: float = 1e-6
     # Per-block window size for window attention (0 = global); None = global everywhere.
@@ -90,14 +108,21 @@ class MViTConfig:
     out_norm: bool = False
     # LayerNorm after the last block (used by forward_features and the head).
     final_norm: bool = True
-    # Attention kernel: "auto", "sdpa" or "explicit".
+    # Attention kernel: "auto" (fused where supported), "sdpa" or "explicit".
     attn_impl: str = "auto"
+    # Activation checkpointing of every block (trades compute for memory).
     act_checkpoint: bool = False
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.input_size = tuple(int(s) for s in self.input_size)
         n = len(self.input_size)
+        # Tuples throughout, so that the same architecture from a yaml, the zoo or Python compares equal.
+        for name in ("dim_mul", "head_mul", "pool_q_stride", "pool_kv_stride"):
+            setattr(self, name, tuple(tuple(entry) for entry in getattr(self, name)))
+        if self.pool_kv_stride_adaptive is not None:
+            self.pool_kv_stride_adaptive = tuple(int(s) for s in self.pool_kv_stride_adaptive) or None
+        if self.window_sizes is not None:
+            self.window_sizes = tuple(int(w) for w in self.window_sizes)
         if n not in (2, 3):
             raise ValueError(f"MViTConfig.input_size must be (H, W) or (T, H, W), got {self.input_size}")
         for name in ("patch_kernel", "patch_stride", "patch_padding"):

@@ -1,17 +1,15 @@
-"""Registry of named MViTv2 variants with their metadata, and ``create_model``."""
+"""Registry of named MViTv2 variants with their metadata (torchvision style); build them with ``create_model``."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
-from torch import nn
-
+from ..errors import ConfigError
 from .config import MViTConfig
-from .mvit import MViT
 
-__all__ = ["ModelInfo", "create_model", "get_model_config", "list_models", "model_info", "register_model"]
+__all__ = ["ModelInfo", "is_model", "list_models", "model_info", "register_model"]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
@@ -19,7 +17,11 @@ KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Metadata beside a builder (torchvision style). ``gflops``: fvcore, batch 1, one multiply-add = one flop."""
+    """Metadata beside a builder (torchvision style). ``gflops``: fvcore, batch 1, one multiply-add = one flop.
+
+    The training and test recipe (frames' sampling rate, test views, ...) lives in the model's yaml under
+    ``configs/``, which names the model by ``MVIT.ARCH``.
+    """
 
     name: str
     build_config: Callable[[], MViTConfig]
@@ -30,13 +32,13 @@ class ModelInfo:
     source: str = ""
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
-    extra: Dict[str, str] = field(default_factory=dict)
 
 
 _REGISTRY: Dict[str, ModelInfo] = {}
 
 
 def register_model(info: ModelInfo) -> ModelInfo:
+    """Add a named model (its name must be new)."""
     if info.name in _REGISTRY:
         raise ValueError(f"model {info.name!r} is already registered")
     _REGISTRY[info.name] = info
@@ -44,13 +46,25 @@ def register_model(info: ModelInfo) -> ModelInfo:
 
 
 def list_models() -> List[str]:
-    """Names accepted by :func:`create_model`."""
+    """Names accepted by :func:`mvit.create_model` and ``MVIT.ARCH``."""
     return sorted(_REGISTRY)
 
 
+def is_model(name: str) -> bool:
+    """Whether ``name`` is a registered model."""
+    return name in _REGISTRY
+
+
 def model_info(name: str) -> ModelInfo:
+    """The metadata of a registered model.
+
+    Raises:
+        ConfigError: unknown name, with the closest registered names.
+    """
     if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+        close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown model {name!r}{hint} (mvit.list_models() names all {len(_REGISTRY)})")
     return _REGISTRY[name]
 
 
@@ -111,7 +125,6 @@ for _info in (
         _K400,
         KINETICS_MEAN,
         KINETICS_STD,
-        {"sampling_rate": "4", "test_views": "5x1"},
     ),
     ModelInfo(
         "mvitv2_b_32x3",
@@ -123,7 +136,6 @@ for _info in (
         _K400,
         KINETICS_MEAN,
         KINETICS_STD,
-        {"sampling_rate": "3", "test_views": "5x1"},
     ),
     ModelInfo(
         "mvitv2_l_40x3",
@@ -135,39 +147,6 @@ for _info in (
         _K400 + ", ImageNet-21k pre-training, 312 px",
         IMAGENET_MEAN,
         IMAGENET_STD,
-        {"sampling_rate": "3", "test_views": "5x3"},
     ),
 ):
     register_model(_info)
-
-
-def get_model_config(name: str, **overrides) -> MViTConfig:
-    """The :class:`MViTConfig` of a zoo name or a config yaml path, with field overrides."""
-    if name.endswith((".yaml", ".yml")) or os.path.sep in name:
-        from ..config import load_config
-        from .build import config_from_cfg
-
-        cfg = config_from_cfg(load_config(name, allow_unknown_keys=True))
-    else:
-        cfg = model_info(name).build_config()
-    return cfg.replace(**overrides) if overrides else cfg
-
-
-def create_model(name: str, *, checkpoint: Optional[str] = None, **overrides) -> nn.Module:
-    """Build a model from a zoo name (``list_models()``) or a config yaml path.
-
-    Args:
-        name: e.g. "mvitv2_t", "mvitv2_s_16x4", or "configs/IN1K/MVITv2_B.yaml".
-        checkpoint: weights in any format ``mvit.checkpoint`` reads (official .pyth, PySlowFast, mmpretrain,
-            timm, torchvision, detectron2 backbone, this project's); detected automatically, loaded strictly.
-        **overrides: :class:`MViTConfig` fields, e.g. ``num_classes=10``, ``input_size=(256, 256)``.
-
-    Returns:
-        :class:`MViT`; in eval mode it returns logits (no softmax).
-    """
-    model = MViT(get_model_config(name, **overrides))
-    if checkpoint is not None:
-        from ..checkpoint import load_checkpoint
-
-        load_checkpoint(model, checkpoint, strict=True)
-    return model

@@ -40,6 +40,11 @@ def add_video_config(cfg: CfgNode) -> None:
     data.DECODING_BACKEND = "pyav"
     # Attempts per item before giving up; each failed video is logged and replaced by another one.
     data.NUM_RETRIES = 10
+    # Something-Something v2 (the `ssv2` dataset). Its frames enter the transforms in BGR, as PySlowFast
+    # reads them with OpenCV; True flips the normalised clip to RGB (PySlowFast's key and default; the
+    # released MViTv2 SSv2 configs set True). Videos without a frame list are <id><SSV2_VIDEO_SUFFIX>.
+    data.REVERSE_INPUT_CHANNEL = False
+    data.SSV2_VIDEO_SUFFIX = ".webm"
 
     test = cfg.TEST
     # Temporal clips per video (uniformly spaced) and spatial crops per clip (1: center, 3: both ends

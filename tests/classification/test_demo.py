@@ -11,7 +11,7 @@ import torch
 
 from mvit.checkpoint import save_weights
 from mvit.config import load_config
-from mvit.models import build_model
+from mvit.models import create_model
 
 DEMO = "configs/DEMO/MVITv2_digits.yaml"
 
@@ -85,7 +85,7 @@ def test_predict_names_classes_from_the_checkpoint_and_imagenet(
 
     # A 1000-class image model in another weights format: ImageNet's class names.
     cfg = load_config(str(tiny_cfg), ["MODEL.NUM_CLASSES", "1000"], freeze=False)
-    model = build_model(cfg)
+    model = create_model(cfg)
     torch.nn.init.normal_(model.head.projection.weight, std=1.0)
     save_weights(model, str(tmp_path / "w.pyth"))
     pred = _predict(

@@ -18,7 +18,7 @@ def test_adaptive_kv_stride_shrinks_in_the_block_that_pools_q():
 
 
 def test_video_strides_keep_time():
-    specs = mvit.models.get_model_config("mvitv2_s_16x4").block_specs()
+    specs = mvit.resolve_config("mvitv2_s_16x4").block_specs()
     assert specs[0].stride_kv == (1, 8, 8) and specs[1].stride_q == (1, 2, 2) and specs[1].stride_kv == (1, 4, 4)
     assert specs[0].input_size == (8, 56, 56)
 

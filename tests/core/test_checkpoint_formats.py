@@ -6,19 +6,7 @@ import pytest
 import torch
 
 from mvit.checkpoint import detect_format, load_checkpoint, save_weights
-
-
-def _as_mmpretrain(state):
-    out = {}
-    for k, v in state.items():
-        if k.startswith("norm."):
-            k = "backbone.norm3." + k[5:]
-        elif k.startswith("head.projection."):
-            k = "head.fc." + k[len("head.projection.") :]
-        else:
-            k = "backbone." + k.replace("patch_embed.proj.", "patch_embed.projection.")
-        out[k] = v
-    return {"state_dict": out, "meta": {"mmpretrain_version": "1.0"}}
+from tests.core.layouts import as_mmpretrain
 
 
 def _as_timm(state, depths):
@@ -43,7 +31,7 @@ def _as_detectron2(state):
     "fmt, wrap",
     [
         ("official", lambda s: {"model_state": s, "epoch": 300}),
-        ("mmpretrain", _as_mmpretrain),
+        ("mmpretrain", as_mmpretrain),
         ("timm", lambda s: _as_timm(s, (1, 1, 2, 1))),
     ],
 )

@@ -1,11 +1,12 @@
-"""Shipped yaml configs describe exactly the zoo architectures; _BASE_ inheritance and overrides work."""
+"""Shipped yaml configs describe exactly the zoo architectures and the official recipes; _BASE_ inheritance,
+overrides and ``MVIT.ARCH`` work."""
 
 from pathlib import Path
 
 import pytest
 
 from mvit.config import load_config
-from mvit.models import config_from_cfg, get_model_config
+from mvit.models import resolve_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PAIRS = [
@@ -19,14 +20,86 @@ PAIRS = [
     ("K400/MVITv2_L_40x3.yaml", "mvitv2_l_40x3"),
 ]
 
+# The recipe keys of the shipped yamls as they were written out in full before they became _BASE_ + ARCH.
+_IN1K = {
+    "MODEL.NUM_CLASSES": 1000, "MODEL.DROPOUT_RATE": 0.0, "MODEL.ACT_CHECKPOINT": False,
+    "TRAIN.DATASET": "imagenet", "TRAIN.BATCH_SIZE": 2048, "TRAIN.EVAL_PERIOD": 10, "TRAIN.CHECKPOINT_PERIOD": 10,
+    "TRAIN.MIXED_PRECISION": "bf16", "TEST.DATASET": "imagenet", "TEST.BATCH_SIZE": 256,
+    "DATA.NUM_FRAMES": 1, "DATA.TRAIN_CROP_SIZE": 224, "DATA.TEST_CROP_SIZE": 224, "DATA.VAL_CROP_RATIO": 0.875,
+    "DATA.MEAN": [0.485, 0.456, 0.406], "DATA.STD": [0.229, 0.224, 0.225],
+    "AUG.NUM_SAMPLE": 1, "AUG.AA_TYPE": "rand-m9-n6-mstd0.5-inc1", "AUG.INTERPOLATION": "bicubic", "AUG.RE_PROB": 0.25,
+    "MIXUP.ALPHA": 0.8, "MIXUP.CUTMIX_ALPHA": 1.0, "MIXUP.SWITCH_PROB": 0.5, "MIXUP.LABEL_SMOOTH_VALUE": 0.1,
+    "SOLVER.OPTIMIZING_METHOD": "adamw", "SOLVER.BASE_LR": 0.00025, "SOLVER.WEIGHT_DECAY": 0.05,
+    "SOLVER.LR_POLICY": "cosine", "SOLVER.MAX_EPOCH": 300, "SOLVER.WARMUP_EPOCHS": 70.0,
+    "SOLVER.WARMUP_START_LR": 1e-08, "SOLVER.COSINE_END_LR": 1e-06, "SOLVER.CLIP_GRAD_L2NORM": 1.0,
+}  # fmt: skip
+_K400 = {
+    "MODEL.NUM_CLASSES": 400, "MODEL.DROPOUT_RATE": 0.5, "TRAIN.DATASET": "kinetics", "TRAIN.BATCH_SIZE": 64,
+    "TRAIN.EVAL_PERIOD": 10, "TRAIN.CHECKPOINT_PERIOD": 10, "TRAIN.MIXED_PRECISION": "bf16",
+    "TEST.DATASET": "kinetics", "TEST.BATCH_SIZE": 64, "TEST.NUM_ENSEMBLE_VIEWS": 5, "TEST.ENSEMBLE_METHOD": "sum",
+    "DATA.TARGET_FPS": 30, "DATA.TRAIN_JITTER_SCALES_RELATIVE": [0.08, 1.0],
+    "DATA.TRAIN_JITTER_ASPECT_RELATIVE": [0.75, 1.3333], "DATA.RANDOM_FLIP": True, "DATA.USE_OFFSET_SAMPLING": True,
+    "DATA.TEST_SHORT_SIDE": 0, "DATA.DECODING_BACKEND": "pyav",
+    "AUG.NUM_SAMPLE": 2, "AUG.AA_TYPE": "rand-m7-n4-mstd0.5-inc1", "AUG.INTERPOLATION": "bicubic", "AUG.RE_PROB": 0.25,
+    "MIXUP.ALPHA": 0.8, "MIXUP.CUTMIX_ALPHA": 1.0, "MIXUP.SWITCH_PROB": 0.5, "MIXUP.LABEL_SMOOTH_VALUE": 0.1,
+    "SOLVER.OPTIMIZING_METHOD": "adamw", "SOLVER.BASE_LR": 0.0001, "SOLVER.BASE_LR_BATCH_SIZE": 0,
+    "SOLVER.BASE_LR_SCALE_NUM_SHARDS": True, "SOLVER.WEIGHT_DECAY": 0.05, "SOLVER.LR_POLICY": "cosine",
+    "SOLVER.MAX_EPOCH": 200, "SOLVER.WARMUP_EPOCHS": 30.0, "SOLVER.WARMUP_START_LR": 1e-06,
+    "SOLVER.COSINE_END_LR": 1e-06, "SOLVER.CLIP_GRAD_L2NORM": 1.0,
+}  # fmt: skip
+_K400_SB = {"DATA.TRAIN_CROP_SIZE": 224, "DATA.TEST_CROP_SIZE": 224, "DATA.MEAN": [0.45, 0.45, 0.45],
+            "DATA.STD": [0.225, 0.225, 0.225], "DATA.TRAIN_JITTER_SCALES": [256, 320],
+            "MODEL.ACT_CHECKPOINT": False, "TEST.NUM_SPATIAL_CROPS": 1}  # fmt: skip
+RECIPES = {
+    "IN1K/MVITv2_T.yaml": {**_IN1K, "MVIT.DROPPATH_RATE": 0.1},
+    "IN1K/MVITv2_S.yaml": {**_IN1K, "MVIT.DROPPATH_RATE": 0.1},
+    "IN1K/MVITv2_B.yaml": {**_IN1K, "MVIT.DROPPATH_RATE": 0.3},
+    "IN1K/MVITv2_L.yaml": {**_IN1K, "MVIT.DROPPATH_RATE": 0.5},
+    "IN1K/MVITv2_H.yaml": {**_IN1K, "MVIT.DROPPATH_RATE": 0.8},
+    "K400/MVITv2_S_16x4.yaml": {**_K400, **_K400_SB, "MVIT.DROPPATH_RATE": 0.2, "DATA.NUM_FRAMES": 16,
+                                "DATA.SAMPLING_RATE": 4},
+    "K400/MVITv2_B_32x3.yaml": {**_K400, **_K400_SB, "MVIT.DROPPATH_RATE": 0.3, "DATA.NUM_FRAMES": 32,
+                                "DATA.SAMPLING_RATE": 3},
+    "K400/MVITv2_L_40x3.yaml": {**_K400, "MVIT.DROPPATH_RATE": 0.75, "DATA.NUM_FRAMES": 40, "DATA.SAMPLING_RATE": 3,
+                                "DATA.TRAIN_CROP_SIZE": 312, "DATA.TEST_CROP_SIZE": 312,
+                                "DATA.MEAN": [0.485, 0.456, 0.406], "DATA.STD": [0.229, 0.224, 0.225],
+                                "DATA.TRAIN_JITTER_SCALES": [356, 446], "MODEL.ACT_CHECKPOINT": True,
+                                "TEST.NUM_SPATIAL_CROPS": 3},
+}  # fmt: skip
+
+
+def _experiment_cfg(path: str):
+    """The config run_net builds: core defaults, both projects' keys, the yaml."""
+    from projects.classification.config import add_classification_config
+    from projects.video.config import add_video_config
+
+    return load_config(str(CONFIGS / path), extensions=[add_classification_config, add_video_config])
+
 
 @pytest.mark.parametrize("path, name", PAIRS)
 def test_yaml_equals_zoo_architecture(path, name):
-    from_yaml = get_model_config(str(CONFIGS / path))
-    zoo = get_model_config(name)
+    from_yaml = resolve_config(str(CONFIGS / path))
+    zoo = resolve_config(name)
     assert from_yaml.block_specs() == zoo.block_specs()
     for field in ("input_size", "patch_kernel", "cls_embed_on", "rel_pos_temporal", "num_classes", "head_dropout"):
         assert getattr(from_yaml, field) == getattr(zoo, field), field
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES))
+def test_yaml_recipe_is_the_official_one(path):
+    cfg = _experiment_cfg(path)
+    for dotted, expected in RECIPES[path].items():
+        section, key = dotted.split(".")
+        value = cfg[section][key]
+        assert (list(value) if isinstance(value, tuple) else value) == expected, dotted
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p.relative_to(CONFIGS).as_posix() for d in ("IN1K", "K400") for p in (CONFIGS / d).glob("*.yaml"))
+)
+def test_shipped_yamls_are_short(path):
+    # A recipe is its _BASE_, a zoo name and what differs; the architecture lives once, in the zoo.
+    assert len((CONFIGS / path).read_text().splitlines()) < 30
 
 
 def test_base_inheritance_and_overrides(tmp_path):
@@ -34,4 +107,4 @@ def test_base_inheritance_and_overrides(tmp_path):
     child.write_text(f"_BASE_: {CONFIGS / 'IN1K/MVITv2_T.yaml'}\nMODEL:\n  NUM_CLASSES: 10\n")
     cfg = load_config(str(child), ["SOLVER.BASE_LR", "0.5"])
     assert cfg.MODEL.NUM_CLASSES == 10 and cfg.SOLVER.BASE_LR == 0.5 and cfg.MVIT.DEPTH == 10
-    assert config_from_cfg(cfg).num_classes == 10
+    assert resolve_config(cfg).num_classes == 10

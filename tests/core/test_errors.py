@@ -45,6 +45,33 @@ def test_unknown_override_and_missing_file(tmp_path):
     assert "nope.yaml" in _one_line(err)
 
 
+def test_unknown_model_name_or_missing_yaml(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        mvit.create_model("mvitv2_tt")
+    assert "unknown model 'mvitv2_tt'; did you mean mvitv2_t" in _one_line(err)
+    with pytest.raises(ConfigError) as err:
+        mvit.resolve_config("resnet50")
+    assert "unknown model 'resnet50'" in _one_line(err)
+    missing = tmp_path / "nope" / "MVITv2_T.yaml"
+    with pytest.raises(ConfigError) as err:
+        mvit.create_model(str(missing))
+    assert f"config file not found: {missing}" == _one_line(err)
+    with pytest.raises(ConfigError) as err:
+        mvit.resolve_config("MVITv2_X.yaml")
+    assert "config file not found: MVITv2_X.yaml" == _one_line(err)
+
+
+def test_bad_architecture_key_names_the_file_and_key(tmp_path):
+    cfg_file = tmp_path / "arch.yaml"
+    cfg_file.write_text("MVIT:\n  ARCH: mvitv2_bb\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(cfg_file))
+    assert _one_line(err).startswith(f"{cfg_file}: MVIT.ARCH: unknown model 'mvitv2_bb'; did you mean mvitv2_b")
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["MVIT.DEPTH", "deep"])
+    assert _one_line(err) == "MVIT.DEPTH: expected an integer, got 'deep'"
+
+
 def test_unknown_model_field():
     with pytest.raises(TypeError, match="embed_dims"):
         mvit.create_model("mvitv2_t", embed_dims=64)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import mvit
-from mvit.models import MViT, get_model_config, model_info
+from mvit.models import MViT, model_info, resolve_config
 
 # (name, parameters) from timm, torchvision and PySlowFast (see README "Model zoo").
 PARAMS = {
@@ -45,7 +45,7 @@ def test_every_zoo_entry_states_its_parameter_count():
 def _gflops(name: str) -> float:
     from fvcore.nn import FlopCountAnalysis
 
-    model = MViT(get_model_config(name, attn_impl="explicit")).eval()
+    model = MViT(resolve_config(name, attn_impl="explicit")).eval()
     flops = FlopCountAnalysis(model, torch.randn(1, 3, *model.cfg.input_size))
     flops.unsupported_ops_warnings(False)
     flops.uncalled_modules_warnings(False)

@@ -9,7 +9,7 @@ import pytest
 from mvit.config import get_cfg
 from mvit.engine.lr_schedule import LRSchedule, build_lr_schedule
 from mvit.engine.optimizer import build_optimizer, layer_id, lr_scale_factor
-from mvit.models import build_model
+from mvit.models import create_model
 
 
 def _tiny_cfg(video: bool):
@@ -40,7 +40,7 @@ def _decay_by_name(optimizer) -> dict[str, float]:
 @pytest.mark.parametrize("video", [False, True], ids=["image", "video"])
 def test_no_weight_decay_on_biases_norms_rel_pos_pos_embed_and_cls_token(video):
     cfg = _tiny_cfg(video)
-    model = build_model(cfg)
+    model = create_model(cfg)
     decay = _decay_by_name(build_optimizer(cfg, model))
     names = [n for n, _ in model.named_parameters()]
     assert set(decay) == set(names)
@@ -65,7 +65,7 @@ def test_no_weight_decay_on_biases_norms_rel_pos_pos_embed_and_cls_token(video):
 def test_position_and_token_decay_follows_the_config_switch():
     cfg = _tiny_cfg(False)
     cfg.MVIT.ZERO_DECAY_POS_CLS = False
-    decay = _decay_by_name(build_optimizer(cfg, build_model(cfg)))
+    decay = _decay_by_name(build_optimizer(cfg, create_model(cfg)))
     assert decay["cls_token"] == cfg.SOLVER.WEIGHT_DECAY
     assert decay["blocks.0.attn.rel_pos_h"] == cfg.SOLVER.WEIGHT_DECAY
     assert decay["blocks.0.attn.qkv.bias"] == 0.0
@@ -74,7 +74,7 @@ def test_position_and_token_decay_follows_the_config_switch():
 def test_layer_decay_scales_lr_by_depth():
     cfg = _tiny_cfg(False)
     cfg.SOLVER.LAYER_DECAY = 0.5
-    opt = build_optimizer(cfg, build_model(cfg))
+    opt = build_optimizer(cfg, create_model(cfg))
     scale = {n: g["lr_scale"] for g in opt.param_groups for n in g["param_names"]}
     depth = cfg.MVIT.DEPTH
     assert scale["head.projection.weight"] == 1.0

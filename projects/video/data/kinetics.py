@@ -31,6 +31,7 @@ __all__ = [
     "ClipSampling",
     "Kinetics",
     "build_eval_transform",
+    "build_train_transform",
     "load_video_views",
     "read_class_names",
     "read_video_csv",
@@ -166,24 +167,9 @@ class Kinetics(Dataset):
             "classes": read_class_names(data.PATH_TO_DATA_DIR, num_classes),
         }
         if split == "train":
-            aug = cfg.AUG
-            transform = VideoTrainTransform(
-                crop_size=data.TRAIN_CROP_SIZE,
-                jitter_scales=data.TRAIN_JITTER_SCALES,
-                mean=data.MEAN,
-                std=data.STD,
-                crop_scale=data.TRAIN_JITTER_SCALES_RELATIVE,
-                crop_ratio=data.TRAIN_JITTER_ASPECT_RELATIVE,
-                flip=data.RANDOM_FLIP,
-                rand_augment=aug.AA_TYPE if aug.ENABLE else "",
-                interpolation=aug.INTERPOLATION,
-                erase_prob=aug.RE_PROB if aug.ENABLE else 0.0,
-                erase_mode=aug.RE_MODE,
-                erase_count=aug.RE_COUNT,
-                inverse_uniform=data.INV_UNIFORM_SAMPLE,
-            )
             # The engine splits each batch into TRAIN.BATCH_SIZE / AUG.NUM_SAMPLE items of NUM_SAMPLE clips.
-            return cls(paths, labels, train=True, train_transform=transform, num_samples=aug.NUM_SAMPLE, **common)
+            transform = build_train_transform(cfg)
+            return cls(paths, labels, train=True, train_transform=transform, num_samples=cfg.AUG.NUM_SAMPLE, **common)
         test = cfg.TEST
         results_path = ""
         if split == "test":
@@ -298,6 +284,26 @@ def load_video_views(cfg: CfgNode, path: str) -> torch.Tensor:
         num_crops=test.NUM_SPATIAL_CROPS,
     )
     return torch.stack([dataset.load_view(0, view) for view in range(dataset.num_views)])
+
+
+def build_train_transform(cfg: CfgNode) -> VideoTrainTransform:
+    """The training augmentation of an experiment config (RandAugment and erasing only with ``AUG.ENABLE``)."""
+    data, aug = cfg.DATA, cfg.AUG
+    return VideoTrainTransform(
+        crop_size=data.TRAIN_CROP_SIZE,
+        jitter_scales=data.TRAIN_JITTER_SCALES,
+        mean=data.MEAN,
+        std=data.STD,
+        crop_scale=data.TRAIN_JITTER_SCALES_RELATIVE,
+        crop_ratio=data.TRAIN_JITTER_ASPECT_RELATIVE,
+        flip=data.RANDOM_FLIP,
+        rand_augment=aug.AA_TYPE if aug.ENABLE else "",
+        interpolation=aug.INTERPOLATION,
+        erase_prob=aug.RE_PROB if aug.ENABLE else 0.0,
+        erase_mode=aug.RE_MODE,
+        erase_count=aug.RE_COUNT,
+        inverse_uniform=data.INV_UNIFORM_SAMPLE,
+    )
 
 
 def build_eval_transform(cfg: CfgNode) -> VideoEvalTransform:

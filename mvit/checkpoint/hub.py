@@ -1,0 +1,153 @@
+"""Downloading released weights into torch.hub's cache, verified, never half-written.
+
+A file lives at ``$TORCH_HOME/hub/checkpoints/<the URL's own file name>`` (torch's convention, shared with
+torchvision and timm): when it is there it is used without any network. Otherwise it is fetched with a tqdm
+progress bar into a temporary file beside it, checked (length against ``Content-Length``, sha256 where the
+publisher states one) and renamed only then, so an interrupted or corrupt download is never used.
+
+``MVIT_WEIGHTS_MIRROR`` redirects downloads to a mirror that serves the same file names, e.g. a folder
+served with ``python -m http.server`` (``MVIT_WEIGHTS_MIRROR=http://127.0.0.1:8000``).
+
+Written here rather than with ``torch.hub.download_url_to_file``: that accepts a body shorter than its
+``Content-Length`` (``http.client`` reports such an early end as a normal end) and names no cache path in
+its errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Optional
+
+import torch
+
+from ..errors import CheckpointError
+
+__all__ = ["MIRROR_ENV", "ZOO_PREFIX", "cache_path", "download", "resolve_checkpoint", "source_url"]
+
+MIRROR_ENV = "MVIT_WEIGHTS_MIRROR"
+ZOO_PREFIX = "zoo:"
+_CHUNK = 1 << 20
+
+
+def cache_path(url: str) -> str:
+    """Where the file of ``url`` lives in torch.hub's cache (whether or not it is there yet)."""
+    name = os.path.basename(urllib.parse.urlparse(url).path)
+    return os.path.join(torch.hub.get_dir(), "checkpoints", name)
+
+
+def source_url(url: str) -> str:
+    """``url``, or the same file name on the mirror named by ``$MVIT_WEIGHTS_MIRROR``."""
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    if not mirror:
+        return url
+    return mirror.rstrip("/") + "/" + os.path.basename(urllib.parse.urlparse(url).path)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, sha256: Optional[str] = None, progress: bool = True, timeout: float = 60.0) -> str:
+    """The local path of ``url``'s file: the cached copy, or a verified download into the cache.
+
+    Args:
+        url: the publisher's URL (its file name names the cached file).
+        sha256: the full digest or a prefix of it (as in torchvision's and OpenMMLab's file names); checked
+            after a download.
+        progress: show a tqdm progress bar.
+
+    Raises:
+        CheckpointError: unreachable / offline (names the URL and the cache path where the file may be
+            placed by hand), a short body, or a checksum mismatch (nothing is left in the cache).
+    """
+    dst = cache_path(url)
+    if os.path.isfile(dst):
+        return dst
+    src = source_url(url)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dst) + ".", suffix=".partial", dir=os.path.dirname(dst))
+    try:
+        with os.fdopen(fd, "wb") as out:
+            received, expected = _fetch(src, out, progress, timeout, dst)
+            out.flush()
+            os.fsync(out.fileno())
+        if expected is not None and received != expected:
+            raise CheckpointError(
+                f"download of {src} ended after {received} of {expected} bytes; run again, or place the file at {dst}"
+            )
+        if sha256:
+            actual = _sha256(tmp)
+            if not actual.startswith(sha256.lower()):
+                raise CheckpointError(
+                    f"{src}: sha256 {actual[: max(len(sha256), 8)]}... does not match the published {sha256}; "
+                    f"the file was discarded (a mirror serving another file? place the right file at {dst})"
+                )
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return dst
+
+
+def _fetch(src: str, out, progress: bool, timeout: float, dst: str) -> tuple[int, Optional[int]]:
+    """Stream ``src`` into ``out``; returns (bytes received, Content-Length or None)."""
+    from tqdm.auto import tqdm
+
+    request = urllib.request.Request(src, headers={"User-Agent": "mvit"})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s) URLs of the registry
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise CheckpointError(
+            f"cannot download {src} ({reason}); offline? place the file at {dst} and run again"
+        ) from None
+    with response:
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        received = 0
+        with tqdm(
+            total=expected,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            disable=not progress,
+            desc=os.path.basename(dst),
+        ) as bar:
+            try:
+                while True:
+                    block = response.read(_CHUNK)
+                    if not block:
+                        break
+                    out.write(block)
+                    received += len(block)
+                    bar.update(len(block))
+            except OSError as err:  # connection reset or timeout mid-way
+                raise CheckpointError(
+                    f"download of {src} broke off after {received} bytes ({err}); run again, or place the file at {dst}"
+                ) from None
+    return received, expected
+
+
+def resolve_checkpoint(spec: str, progress: bool = True) -> str:
+    """A local path for a checkpoint given as a path, an ``http(s)://`` URL or ``zoo:<weights tag>``.
+
+    URLs and zoo tags are downloaded into (or found in) torch.hub's cache; other paths (local, or any
+    iopath path) are returned unchanged.
+    """
+    if spec.startswith(ZOO_PREFIX):
+        from ..models.weights import get_weights
+
+        weights = get_weights(spec[len(ZOO_PREFIX) :])
+        return download(weights.url, weights.sha256, progress=progress)
+    if spec.startswith(("http://", "https://")):
+        return download(spec, progress=progress)
+    return spec
