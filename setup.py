@@ -1,7 +1,16 @@
 from setuptools import find_packages, setup
 
 # The core (`import mvit`: models, zoo, checkpoints, configs, export) needs only these.
-CORE = ["torch>=2.4", "torchvision", "fvcore", "iopath", "numpy"]
+CORE = [
+    "torch>=2.4",
+    "torchvision",
+    "fvcore",
+    "iopath",
+    "numpy",
+    "pyyaml",  # official yaml files (mvit.config.compat)
+    "safetensors",  # mvit.checkpoint's safe weights format
+    "tqdm",  # download progress of mvit.checkpoint.hub
+]
 
 # The training engine (mvit.engine, tools/run_net.py, tools/predict.py) and the image classification project it
 # serves: an extra and not core, so that loading a model pulls in no trainer, plotting or logging stack.
