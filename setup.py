@@ -1,29 +1,52 @@
 from setuptools import find_packages, setup
 
+# The core (`import mvit`: models, zoo, checkpoints, configs, export) needs only these.
+CORE = [
+    "torch>=2.4",
+    "torchvision",
+    "fvcore",
+    "iopath",
+    "numpy",
+    "pyyaml",  # official yaml files (mvit.config.compat)
+    "safetensors",  # mvit.checkpoint's safe weights format
+    "tqdm",  # download progress of mvit.checkpoint.hub
+]
+
+# The training engine (mvit.engine, tools/run_net.py, tools/predict.py) and the image classification project it
+# serves: an extra and not core, so that loading a model pulls in no trainer, plotting or logging stack.
+TRAIN = [
+    "timm>=1.0",  # Mixup, losses and EMA of the engine; RandAugment / random erasing of the classification data
+    "Pillow",  # image decoding of the classification data
+    "tqdm",
+    "matplotlib",  # curves.png
+    "tensorboard",  # TRAIN.TENSORBOARD (on by default)
+    "scikit-learn",  # tools/prepare_digits.py (the demo's data)
+]
+EXTRAS = {
+    "train": TRAIN,
+    "video": [*TRAIN, "av", "pytorchvideo==0.1.5"],
+    # detectron2 itself comes from tools/install_detectron2.sh (no wheel for every Python / torch pair).
+    "detection": [
+        *TRAIN,  # train_net uses the engine's cooperative preemption
+        "pycocotools",
+        "shapely",  # detectron2 crops polygon masks with it (RandomCrop / FixedSizeCrop of the COCO recipes)
+        "matplotlib",  # projects/detection/demo.py
+        "scikit-image",  # the synthetic COCO set's photo backgrounds
+        "scikit-learn",
+        "setuptools<81",  # pkg_resources, which detectron2.model_zoo imports
+    ],
+    "slurm": ["submitit"],
+    "export": ["onnx", "onnxruntime", "onnxscript"],  # tools/export.py's ONNX path and its check
+}
+EXTRAS["dev"] = [*EXTRAS["export"], "pytest", "ruff", "scikit-image", "scikit-video"]
+EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+
 setup(
     name="mvit",
     version="0.1.0",
     description="MViTv2 for images, video and detection: one core, three projects",
     python_requires=">=3.10",
     packages=find_packages(include=["mvit", "mvit.*", "projects", "projects.*"]),
-    install_requires=[
-        "torch>=2.4",
-        "torchvision",
-        "fvcore",
-        "iopath",
-        "timm>=1.0",
-        "tqdm",
-        "matplotlib",
-        "tensorboard",
-        "submitit",
-        "pycocotools",
-        "shapely",  # detectron2 crops polygon masks with it (RandomCrop / FixedSizeCrop of the COCO recipes)
-        "av",
-        "pytorchvideo==0.1.5",
-        "setuptools<81",
-        "scikit-learn",  # tools/prepare_digits.py (the demo data)
-    ],
-    extras_require={
-        "dev": ["pytest", "ruff", "scikit-image", "scikit-video", "onnx", "onnxruntime", "onnxscript"],
-    },
+    install_requires=CORE,
+    extras_require=EXTRAS,
 )

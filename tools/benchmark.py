@@ -36,13 +36,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-import mvit  # noqa: E402
-from mvit.models import model_info  # noqa: E402
+import mvit
+from mvit.models import model_info
 
 
 @dataclass(frozen=True)

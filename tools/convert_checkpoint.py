@@ -17,13 +17,9 @@ from __future__ import annotations
 
 import argparse
 import ast
-import sys
-from pathlib import Path
+from typing import Any, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mvit.checkpoint import (  # noqa: E402
-    CheckpointError,
+from mvit.checkpoint import (
     convert_state_dict,
     detect_format,
     load_checkpoint,
@@ -32,15 +28,18 @@ from mvit.checkpoint import (  # noqa: E402
     save_weights,
     unwrap_state_dict,
 )
-from mvit.checkpoint.formats import WEIGHTS_FORMAT  # noqa: E402
-from mvit.errors import ConfigError  # noqa: E402
-from mvit.models import create_model  # noqa: E402
+from mvit.checkpoint.formats import WEIGHTS_FORMAT
+from mvit.errors import UserError, run_cli
+from mvit.models import create_model
+from mvit.utils.cli import ArgumentParser, model_argument
 
 
-def _parse_overrides(items):
+def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     overrides = {}
     for item in items:
-        key, _, value = item.partition("=")
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item}: expected FIELD=VALUE")
         try:
             overrides[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -48,8 +47,8 @@ def _parse_overrides(items):
     return overrides
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src")
     parser.add_argument("dst")
     parser.add_argument("--model", help="zoo name or config yaml to verify against (recommended)")
@@ -60,22 +59,19 @@ def main(argv=None) -> int:
         help="read SRC without the pickle allow-list: it can run code, use it only for a file you trust",
     )
     args = parser.parse_args(argv)
-    try:
-        if args.model:
+    if args.model:
+        with model_argument(f"--model {args.model}"):
             model = create_model(args.model, **_parse_overrides(args.set))
-            report = load_checkpoint(model, args.src, strict=True, log=False, trust_pickle=args.trust_pickle)
-            save_weights(model, args.dst, extra={"converted_from": report.format})
-            print(f"{args.src}: {report.format} -> {args.dst} ({len(report.loaded)} tensors, verified on {args.model})")
-        else:
-            raw, hint = unwrap_state_dict(read_checkpoint(args.src, trust_pickle=args.trust_pickle))
-            fmt = detect_format(raw, hint)
-            save_state({"format": WEIGHTS_FORMAT, "model": convert_state_dict(raw, fmt)}, args.dst)
-            print(f"{args.src}: {fmt} -> {args.dst} ({len(raw)} tensors, keys renamed only)")
-    except (CheckpointError, ConfigError, KeyError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        report = load_checkpoint(model, args.src, strict=True, log=False, trust_pickle=args.trust_pickle)
+        save_weights(model, args.dst, extra={"converted_from": report.format})
+        print(f"{args.src}: {report.format} -> {args.dst} ({len(report.loaded)} tensors, verified on {args.model})")
+    else:
+        raw, hint = unwrap_state_dict(read_checkpoint(args.src, trust_pickle=args.trust_pickle))
+        fmt = detect_format(raw, hint)
+        save_state({"format": WEIGHTS_FORMAT, "model": convert_state_dict(raw, fmt)}, args.dst)
+        print(f"{args.src}: {fmt} -> {args.dst} ({len(raw)} tensors, keys renamed only)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -35,14 +35,14 @@ def main(argv=None) -> int:
     if _tool("prepare_digits").main(["--out", "data/digits"]) != 0:
         return 1
     print(f"== 2/3 train + evaluate: tools/run_net.py --cfg {CONFIG} {' '.join(opts)}", flush=True)
-    code = _tool("run_net").main(["--cfg", CONFIG, *opts])
+    run_net = _tool("run_net")
+    code = run_net.main(["--cfg", CONFIG, *opts])
     if code != 0:
         return code
-    sys.path.insert(0, str(ROOT))
     from mvit.config import load_config
     from mvit.engine.plugins import load_projects
 
-    out = load_config(CONFIG, opts, extensions=load_projects()[1]).OUTPUT_DIR
+    out = load_config(CONFIG, opts, extensions=load_projects(run_net.PROJECTS)[1]).OUTPUT_DIR
     checkpoint = os.path.join(out, "checkpoints", "last.pyth")
     images = sorted(glob.glob("data/digits/val/*/*.png"))[::90][:4]
     print(f"== 3/3 predict held-out digits with {checkpoint}", flush=True)

@@ -11,19 +11,18 @@ Each export runs in this process; run one model per invocation for a clean peak-
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
-import sys
 import time
 from pathlib import Path
+from typing import Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import mvit  # noqa: E402
-from mvit.export import DEFAULT_OPSET, example_input, export_onnx, export_program, onnx_max_abs_diff  # noqa: E402
+import mvit
+from mvit.errors import UserError, run_cli
+from mvit.export import DEFAULT_OPSET, example_input, export_onnx, export_program, onnx_max_abs_diff
+from mvit.utils.cli import ArgumentParser, model_argument
 
 
 def _status_gib(field: str) -> float:
@@ -59,8 +58,8 @@ def export_reference_legacy(out: Path, opset: int) -> dict:
     return {"file": str(path), "seconds": time.time() - start, "rss_before_gib": before, "peak_rss_gib": _peak_gib()}
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", nargs="?", default="mvitv2_t", help="zoo name or config yaml")
     parser.add_argument("--checkpoint", help="weights in any format mvit.checkpoint reads")
     parser.add_argument("--formats", nargs="+", default=["onnx", "torch"], choices=["onnx", "torch"])
@@ -76,6 +75,11 @@ def main(argv=None) -> None:
     parser.add_argument("--memory-cap-gib", type=float, default=None, help="address-space cap for this process")
     parser.add_argument("--torchvision-mvit-v2-s", action="store_true", help="export the reference model instead")
     args = parser.parse_args(argv)
+    for flag in ("batch", "threads", "opset"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.memory_cap_gib is not None and args.memory_cap_gib <= 0:
+        raise UserError(f"--memory-cap-gib must be positive, got {args.memory_cap_gib}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_cap_gib:
@@ -91,7 +95,8 @@ def main(argv=None) -> None:
         print(json.dumps(report, indent=1))
         return
 
-    model = mvit.create_model(args.name, checkpoint=args.checkpoint).eval()
+    with model_argument(args.name):
+        model = mvit.create_model(args.name, checkpoint=args.checkpoint).eval()
     x = example_input(model, batch_size=args.batch)
     stem = Path(args.name).stem
     report = {"model": args.name, "params": sum(p.numel() for p in model.parameters()), "rss_model_gib": _rss_gib()}
@@ -133,4 +138,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -10,7 +10,7 @@ stamp=.venv/.mvit-installed
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ tools/install.sh -nt "$stamp" ]; then
   # torch 2.14.1 / torchvision 0.29.1 are the tested pair (pinned on this machine's local index).
   $PIP install -q "torch==2.14.1" "torchvision==0.29.1"
-  $PIP install -q -e ".[dev]"
+  $PIP install -q -e ".[all]"  # the core, every extra (train, video, detection, slurm, export) and dev
   bash tools/install_detectron2.sh .venv/bin/python
   touch "$stamp"
 fi

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import mvit  # noqa: E402
-from mvit.models import MViT, model_info, resolve_config  # noqa: E402
+import mvit
+from mvit.errors import UserError, run_cli
+from mvit.models import MViT, model_info, resolve_config
+from mvit.utils.cli import ArgumentParser, model_argument
 
 
 def count(model: MViT) -> Tuple[int, float, Dict[str, float]]:
@@ -53,8 +52,8 @@ def zoo_table() -> str:
     return "\n".join(rows)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", nargs="?", help="zoo name (see --list)")
     parser.add_argument("--cfg", help="experiment config yaml instead of a zoo name")
     parser.add_argument("--list", action="store_true", help="list zoo names")
@@ -68,8 +67,9 @@ def main(argv=None) -> None:
         print(zoo_table())
         return
     if not (args.name or args.cfg):
-        parser.error("give a zoo name or --cfg FILE")
-    model = MViT(resolve_config(args.cfg or args.name, attn_impl="explicit"))
+        raise UserError("give a zoo name or --cfg FILE")
+    with model_argument(args.cfg or args.name):
+        model = MViT(resolve_config(args.cfg or args.name, attn_impl="explicit"))
     params, gflops, by_op = count(model)
     print(f"model: {args.cfg or args.name}  input: {tuple(model.cfg.input_size)}")
     print(f"parameters: {params:,}")
@@ -79,4 +79,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

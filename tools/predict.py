@@ -19,18 +19,19 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from fvcore.common.config import CfgNode
 
-import torch  # noqa: E402
-from fvcore.common.config import CfgNode  # noqa: E402
+from mvit.checkpoint import CheckpointError, is_training_state, load_checkpoint, read_checkpoint
+from mvit.config import load_config
+from mvit.engine import find_input_loader
+from mvit.engine.plugins import load_projects
+from mvit.errors import USER_ERROR_EXIT_CODE, UserError, report, run_cli
+from mvit.models import create_model
+from mvit.utils.cli import ArgumentParser
 
-from mvit.checkpoint import is_training_state, load_checkpoint, read_checkpoint  # noqa: E402
-from mvit.config import load_config  # noqa: E402
-from mvit.engine import find_input_loader  # noqa: E402
-from mvit.engine.launch import USER_ERRORS, UserError  # noqa: E402
-from mvit.engine.plugins import load_projects  # noqa: E402
-from mvit.models import create_model  # noqa: E402
+# The projects whose input loaders read the files (images, videos) and whose config keys the yaml may use.
+PROJECTS = ("projects.classification", "projects.video")
 
 __all__ = ["class_names", "main", "predict"]
 
@@ -68,22 +69,27 @@ def predict(model: torch.nn.Module, cfg: CfgNode, path: str) -> torch.Tensor:
     return model(x).float().softmax(dim=-1).mean(dim=0)
 
 
+def _load_state(model: torch.nn.Module, state: dict[str, Any], path: str, cfg_file: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:  # torch lists every mismatched key; the first line names the problem
+        raise CheckpointError(f"{path}: does not fit the model of {cfg_file}: {report(err)}") from None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", dest="cfg_file", required=True, help="config yaml of the model")
     parser.add_argument("--checkpoint", required=True, help="weights (any format the core loads)")
     parser.add_argument("--topk", type=int, default=5, help="classes to print per file (default: %(default)s)")
     parser.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
     parser.add_argument("files", nargs="+", help="images (or videos, for video models)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         for path in args.files:  # fail before the (slow) model set-up
             if not os.path.isfile(path):
                 raise UserError(f"{path}: file not found")
-        _, extensions = load_projects()
+        _, extensions = load_projects(PROJECTS)
         cfg = load_config(args.cfg_file, args.opts, extensions=extensions)
         model = create_model(cfg).eval()
         ckpt = read_checkpoint(args.checkpoint)
@@ -91,9 +97,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ema = ckpt.get("hooks", {}).get("ema", {}).get("model")
             if ema is None:
                 raise UserError(f"{args.checkpoint}: no EMA weights in this checkpoint")
-            model.load_state_dict(ema)
+            _load_state(model, ema, args.checkpoint, args.cfg_file)
         elif is_training_state(ckpt):  # this engine's checkpoint, already read
-            model.load_state_dict(ckpt["model"])
+            _load_state(model, ckpt["model"], args.checkpoint, args.cfg_file)
         else:  # any other format: the core converts it
             load_checkpoint(model, args.checkpoint, strict=True, log=False)
         names = class_names(cfg, ckpt)
@@ -103,11 +109,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(path)
             for rank, (p, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):
                 print(f"  {rank}. {100 * p:6.2f}%  {names[i]} ({i})")
-    except (*USER_ERRORS, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except UserError as err:
+        print(f"error: {report(err)}", file=sys.stderr)
+        return USER_ERROR_EXIT_CODE
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -18,27 +18,24 @@ saving a checkpoint (run the same command again to resume).
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from typing import Optional, Sequence
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mvit.config import load_config
+from mvit.engine import launch, run
+from mvit.engine.plugins import load_projects
+from mvit.engine.preemption import PREEMPTED_EXIT_CODE, Preempted
+from mvit.errors import USER_ERROR_EXIT_CODE, UserError, report, run_cli
+from mvit.utils.cli import ArgumentParser
 
-from mvit.config import load_config  # noqa: E402
-from mvit.engine import launch, run  # noqa: E402
-from mvit.engine.launch import USER_ERRORS  # noqa: E402
-from mvit.engine.plugins import load_projects  # noqa: E402
-from mvit.engine.preemption import PREEMPTED_EXIT_CODE, Preempted  # noqa: E402
-
+# The projects this tool trains and tests: each registers its datasets and config keys on import.
+PROJECTS = ("projects.classification", "projects.video")
 _SIGNALS = {"TERM": signal.SIGTERM, "USR1": signal.SIGUSR1, "USR2": signal.SIGUSR2, "INT": signal.SIGINT}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", dest="cfg_file", required=True, help="config yaml (may use _BASE_)")
     parser.add_argument(
         "--stop-signals",
@@ -56,20 +53,20 @@ def _signals(spec: str) -> list[int]:
     try:
         return [_SIGNALS[s.strip().upper().removeprefix("SIG")] for s in spec.split(",")]
     except KeyError as err:
-        raise SystemExit(f"error: --stop-signals: unknown signal {err.args[0]!r} (known: {sorted(_SIGNALS)})") from None
+        raise UserError(f"--stop-signals: unknown signal {err.args[0]!r} (known: {sorted(_SIGNALS)})") from None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    args = parse_args(argv)
-    stop_signals = _signals(args.stop_signals)
     try:
-        modules, extensions = load_projects()
+        args = parse_args(argv)
+        stop_signals = _signals(args.stop_signals)
+        modules, extensions = load_projects(PROJECTS)
         cfg = load_config(args.cfg_file, args.opts, extensions=extensions)
         launch(cfg, run, modules=modules, stop_signals=stop_signals)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except UserError as err:
+        print(f"error: {report(err)}", file=sys.stderr)
+        return USER_ERROR_EXIT_CODE
     except Preempted as err:
         print(f"stopped: {err}", file=sys.stderr)
         return PREEMPTED_EXIT_CODE
@@ -79,4 +76,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

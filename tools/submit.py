@@ -11,30 +11,63 @@ Examples:
     # two CPU processes (gloo), on SLURM or locally
     python tools/submit.py --cfg CFG --gpus-per-node 0 --tasks-per-node 2 --job-dir out/cpu2 --time 30
 
-Options and the preemption protocol: ``mvit/utils/slurm.py``, ``tools/slurm_local/README.md``.
+Targets: ``run_net`` (this tool registers it) and those of the projects in :data:`LAUNCH_MODULES`.
+Options and the preemption protocol: ``mvit/engine/submit.py``, ``tools/slurm_local/README.md``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
+from typing import Optional, Sequence
 
 import submitit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mvit.engine.plugins import load_projects
+from mvit.engine.submit import LaunchTarget, get_args_parser, register_target, run_script, submit
+from mvit.errors import UserError, run_cli
 
-from mvit.utils.slurm import get_args_parser, submit  # noqa: E402
+# Projects whose import registers their own launch target (skipped when not installed).
+LAUNCH_MODULES = ("projects.detection.launch",)
+RUN_NET = Path(__file__).resolve().with_name("run_net.py")
+# Set by the launcher from --job-dir, --nodes and --tasks-per-node.
+_RUN_NET_TAKEN = ("OUTPUT_DIR", "NUM_GPUS", "NUM_SHARDS", "SHARD_ID")
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_net_command_line(cfg: str, opts: Sequence[str], output_dir: str, tasks: int, nodes: int) -> list[str]:
+    """run_net's command line in one task."""
+    launch = ["NUM_GPUS", str(tasks), "NUM_SHARDS", str(nodes)]
+    # The task's own handlers (TrainingJob) turn signals into stop requests; run_net must not replace them.
+    return ["--cfg", cfg, "--stop-signals", "none", *opts, *launch, "OUTPUT_DIR", output_dir]
+
+
+def check_run_net_overrides(opts: Sequence[str]) -> None:
+    if len(opts) % 2:
+        raise UserError(f"config overrides must be KEY VALUE pairs, got an odd number: {' '.join(opts)}")
+    taken = sorted(set(_RUN_NET_TAKEN).intersection(opts[::2]))
+    if taken:
+        raise UserError(f"{', '.join(taken)}: set by submit.py from --job-dir, --nodes and --tasks-per-node")
+
+
+RUN_NET_TARGET = register_target(
+    LaunchTarget(
+        name="run_net",
+        # run_net returns PREEMPTED_EXIT_CODE after it checkpointed on a stop request, 2 for bad input.
+        main=functools.partial(run_script, str(RUN_NET)),
+        command_line=run_net_command_line,
+        check_overrides=check_run_net_overrides,
+        help="tools/run_net.py, image and video classification",
+    )
+)
+load_projects(LAUNCH_MODULES)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[submit] %(message)s")
-    args = get_args_parser(description=__doc__.splitlines()[0]).parse_args(argv)
-    try:
-        job = submit(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    args = get_args_parser(description=__doc__.splitlines()[0], default_target="run_net").parse_args(argv)
+    job = submit(args)
     if isinstance(job, (submitit.LocalJob, submitit.DebugJob)):
         # The job runs on this machine (in this process for "debug"): wait for it, like run_net itself.
         try:
@@ -50,4 +83,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

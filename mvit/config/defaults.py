@@ -92,7 +92,6 @@ _C.AUG.INTERPOLATION = "bicubic"
 _C.AUG.RE_PROB = 0.25
 _C.AUG.RE_MODE = "pixel"
 _C.AUG.RE_COUNT = 1
-_C.AUG.RE_SPLIT = False
 # RandomResizedCrop area and aspect ranges, and the horizontal flip probability (images).
 _C.AUG.SCALE = [0.08, 1.0]
 _C.AUG.RATIO = [0.75, 1.3333333333333333]

@@ -19,7 +19,7 @@ from .registry import (
     register_input_loader,
 )
 from .runner import checkpoint_dir, run, test, train
-from .train_loop import HookBase, TrainerBase
+from .train_loop import HookBase, TrainerBase, TrainerStorage
 from .trainer import ClassificationTrainer
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "ProgressBar",
     "SeededDataset",
     "TrainerBase",
+    "TrainerStorage",
     "UserError",
     "build_dataset",
     "build_loader",

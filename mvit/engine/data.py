@@ -115,13 +115,23 @@ def _worker_ignores_sigterm(_worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-@atexit.register
 def _kill_loader_workers() -> None:
     # multiprocessing's exit handler (registered earlier, so it runs after this one) stops daemonic children
     # with SIGTERM and joins them: workers that ignore SIGTERM would make the process hang at exit.
     for process in multiprocessing.active_children():
         if process.daemon:
             process.kill()
+
+
+_exit_handler_registered = False
+
+
+def _register_exit_handler() -> None:
+    # Registered by the first loader with workers, not on import: importing the engine has no side effects.
+    global _exit_handler_registered
+    if not _exit_handler_registered:
+        atexit.register(_kill_loader_workers)
+        _exit_handler_registered = True
 
 
 def build_loader(
@@ -152,6 +162,8 @@ def build_loader(
         world_size=world_size,
         pad=train,
     )
+    if num_workers > 0:
+        _register_exit_handler()
     return DataLoader(
         SeededDataset(dataset, seed),
         batch_size=batch_size,

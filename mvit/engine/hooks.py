@@ -1,4 +1,8 @@
-"""Trainer hooks: lr schedule, EMA, evaluation, checkpoints (+ preemption), metrics writers, progress bar."""
+"""Trainer hooks: lr schedule, EMA, evaluation, checkpoints (+ preemption), metrics writers, progress bar.
+
+They run on a trainer that satisfies :class:`SupervisedTrainer` (:class:`~mvit.engine.ClassificationTrainer`
+does) and exchange values through its declared :class:`~mvit.engine.train_loop.TrainerStorage`.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ import json
 import logging
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
+import torch
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
@@ -18,15 +23,53 @@ from ..checkpoint.state import LAST_NAME, atomic_copy, atomic_save
 from ..utils.distributed import is_main_process, synchronize
 from . import preemption
 from .evaluation import evaluate
+from .lr_schedule import LRSchedule
 from .plots import plot_curves
-from .train_loop import HookBase
+from .train_loop import HookBase, TrainerStorage
 
-__all__ = ["EMA", "Checkpointer", "EvalHook", "LRScheduler", "MetricsWriter", "ProgressBar"]
+__all__ = [
+    "EMA",
+    "Checkpointer",
+    "EvalHook",
+    "LRScheduler",
+    "MetricsWriter",
+    "ProgressBar",
+    "SupervisedHook",
+    "SupervisedTrainer",
+]
 
 logger = logging.getLogger(__name__)
 
 
-class LRScheduler(HookBase):
+class SupervisedTrainer(Protocol):
+    """What the hooks of this module read from and call on their trainer (besides :class:`TrainerStorage`)."""
+
+    epoch: int
+    iter: int
+    step: int
+    max_epoch: int
+    iters_per_epoch: int
+    storage: TrainerStorage
+    model: nn.Module
+    device: torch.device
+    amp_dtype: Optional[torch.dtype]
+    lr_schedule: LRSchedule
+
+    @property
+    def epoch_float(self) -> float: ...
+
+    def set_lr(self, lr: float) -> None: ...
+
+    def state_dict(self, epoch_done: bool = False) -> dict[str, Any]: ...
+
+
+class SupervisedHook(HookBase):
+    """A hook of a :class:`SupervisedTrainer`."""
+
+    trainer: SupervisedTrainer  # type: ignore[assignment]
+
+
+class LRScheduler(SupervisedHook):
     """Sets the lr of every parameter group before each step from the trainer's epoch-based schedule."""
 
     def before_step(self) -> None:
@@ -34,7 +77,7 @@ class LRScheduler(HookBase):
         t.set_lr(t.lr_schedule(t.epoch_float))
 
 
-class EMA(HookBase):
+class EMA(SupervisedHook):
     """Exponential moving average of the weights (timm's ``ModelEmaV3``), updated after every step.
 
     Args:
@@ -63,10 +106,10 @@ class EMA(HookBase):
             self.ema._sr_generator.set_state(state["sr_generator"])
 
 
-class EvalHook(HookBase):
+class EvalHook(SupervisedHook):
     """Evaluates the model (and the EMA beside it) every ``period`` epochs and after the last one.
 
-    Results go to ``trainer.latest_eval`` as ``{"val": metrics, "val_ema": metrics}`` (empty on other epochs).
+    Results go to ``trainer.storage.latest_eval`` as ``{"val": metrics, "val_ema": metrics}`` (empty on other epochs).
     """
 
     def __init__(self, loader: DataLoader, period: int, ema: Optional[EMA] = None, progress: bool = False) -> None:
@@ -75,7 +118,7 @@ class EvalHook(HookBase):
     def after_epoch(self) -> None:
         t = self.trainer
         done = t.epoch + 1
-        t.latest_eval = {}
+        t.storage.latest_eval = {}
         if not (self.period > 0 and done % self.period == 0) and done != t.max_epoch:
             return
         models = {"val": t.model}
@@ -85,7 +128,7 @@ class EvalHook(HookBase):
             res = evaluate(
                 model, self.loader, device=t.device, amp_dtype=t.amp_dtype, progress=self.progress, desc=split
             )
-            t.latest_eval[split] = res.metrics
+            t.storage.latest_eval[split] = res.metrics
             # Multi-view evaluation scores ensembles of softmax scores: no loss to report there.
             loss = f" loss {res.metrics['loss']:.4f}" if "loss" in res.metrics else ""
             logger.info(
@@ -99,7 +142,7 @@ class EvalHook(HookBase):
             )
 
 
-class Checkpointer(HookBase):
+class Checkpointer(SupervisedHook):
     """Atomic training-state checkpoints in ``directory`` and cooperative preemption.
 
     - ``last.pyth``: after every epoch, and every ``iter_period`` steps when > 0;
@@ -140,7 +183,7 @@ class Checkpointer(HookBase):
     def after_epoch(self) -> None:
         t = self.trainer
         done = t.epoch + 1
-        metric = t.latest_eval.get("val", {}).get("top1")
+        metric = t.storage.latest_eval.get("val", {}).get("top1")
         is_best = metric is not None and (self.best is None or metric > self.best)
         if is_best:
             self.best = metric
@@ -162,7 +205,7 @@ class Checkpointer(HookBase):
         self.best = state.get("best")
 
 
-class MetricsWriter(HookBase):
+class MetricsWriter(SupervisedHook):
     """JSON lines (``metrics.jsonl``), TensorBoard scalars (``tensorboard/``) and ``curves.png`` in ``output_dir``.
 
     Every ``period`` steps: the window's mean training loss (reduced over ranks), lr, throughput and ETA.
@@ -201,8 +244,8 @@ class MetricsWriter(HookBase):
         self._steps_in_window += 1
         if t.iter % self.period and t.iter != t.iters_per_epoch:
             return
-        averages = t.window_meter.averages()
-        t.window_meter.reset()
+        averages = t.storage.window_meter.averages()
+        t.storage.window_meter.reset()
         now = time.perf_counter()
         sec_per_step = (now - self._tw) / max(self._steps_in_window, 1)
         self._tw, self._steps_in_window = now, 0
@@ -212,7 +255,7 @@ class MetricsWriter(HookBase):
             "epoch": round(t.epoch_float, 6),
             "iter": t.iter,
             "step": t.step,
-            "lr": t.lr,
+            "lr": t.storage.lr,
             **averages,
             "sec_per_step": sec_per_step,
         }
@@ -223,7 +266,7 @@ class MetricsWriter(HookBase):
             t.iter,
             t.iters_per_epoch,
             averages.get("loss", float("nan")),
-            t.lr,
+            t.storage.lr,
             sec_per_step,
             datetime.timedelta(seconds=int(left * sec_per_step)),
         )
@@ -231,9 +274,9 @@ class MetricsWriter(HookBase):
     def after_epoch(self) -> None:
         t = self.trainer
         done = t.epoch + 1
-        averages = t.epoch_meter.averages()
-        self._write({"split": "train_epoch", "epoch": done, "step": t.step, "lr": t.lr, **averages}, t.step)
-        for split, metrics in t.latest_eval.items():
+        averages = t.storage.epoch_meter.averages()
+        self._write({"split": "train_epoch", "epoch": done, "step": t.step, "lr": t.storage.lr, **averages}, t.step)
+        for split, metrics in t.storage.latest_eval.items():
             self._write({"split": split, "epoch": done, "step": t.step, **metrics}, t.step)
         if is_main_process():
             if self._tb is not None:
@@ -249,7 +292,7 @@ class MetricsWriter(HookBase):
             self._tb = None
 
 
-class ProgressBar(HookBase):
+class ProgressBar(SupervisedHook):
     """A tqdm bar per epoch (rank 0 and a terminal only; see :func:`mvit.utils.logging.progress_enabled`)."""
 
     def __init__(self, enabled: bool) -> None:
@@ -271,9 +314,9 @@ class ProgressBar(HookBase):
     def after_step(self) -> None:
         if self._bar is None:
             return
-        values = getattr(self.trainer, "last_values", {})
+        storage = self.trainer.storage
         self._bar.set_postfix(
-            loss=f"{values.get('loss', float('nan')):.4f}", lr=f"{self.trainer.lr:.2e}", refresh=False
+            loss=f"{storage.last_values.get('loss', float('nan')):.4f}", lr=f"{storage.lr:.2e}", refresh=False
         )
         self._bar.update(1)
 

@@ -24,17 +24,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from fvcore.common.config import CfgNode
 
-from ..errors import UserError
+from ..errors import UserError, report
 from ..utils.distributed import init_process_group
 from . import preemption
 
-__all__ = ["USER_ERRORS", "UserError", "get_device", "launch"]
+__all__ = ["UserError", "get_device", "launch"]
 
 logger = logging.getLogger(__name__)
-
-
-# Kept for callers that catch a tuple: every user error is a UserError now (mvit.errors).
-USER_ERRORS = (UserError,)
 
 
 def get_device(cfg: CfgNode) -> torch.device:
@@ -82,9 +78,9 @@ def _spawned(
         _run(cfg, func, args, stop_signals)
     except preemption.Preempted:
         sys.exit(preemption.PREEMPTED_EXIT_CODE)
-    except USER_ERRORS as err:
+    except UserError as err:
         if rank == 0:
-            print(f"error: {err}", file=sys.stderr, flush=True)
+            print(f"error: {report(err)}", file=sys.stderr, flush=True)
         sys.exit(2)
     finally:
         if dist.is_initialized():

@@ -7,11 +7,6 @@ import logging
 import os
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-
 __all__ = ["plot_curves", "read_metrics"]
 
 logger = logging.getLogger(__name__)
@@ -42,10 +37,14 @@ def _series(records: list[dict[str, Any]], split: str, key: str) -> tuple[list[f
 
 def plot_curves(metrics_path: str, png_path: str) -> None:
     """Write a three-panel PNG (loss, learning rate, top-1 accuracy against epochs); replaced atomically."""
+    # A bare Figure renders to files with Agg: no pyplot, so the caller's matplotlib backend stays as it is.
+    from matplotlib.figure import Figure
+
     records = read_metrics(metrics_path)
     if not records:
         return
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig = Figure(figsize=(15, 4))
+    axes = fig.subplots(1, 3)
     ax_loss, ax_lr, ax_acc = axes
     x, y = _series(records, "train", "loss")
     if x:
@@ -75,5 +74,4 @@ def plot_curves(metrics_path: str, png_path: str) -> None:
     fig.tight_layout()
     tmp = f"{png_path}.tmp{os.getpid()}.png"
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     os.replace(tmp, png_path)

@@ -1,7 +1,7 @@
-"""Projects that plug into ``tools/run_net.py`` and ``tools/predict.py``.
+"""Projects that plug into an entry point (``tools/run_net.py`` and ``tools/predict.py`` name theirs).
 
-Importing a project registers its datasets and prediction input loaders; every ``add_*_config`` function
-its package exports extends the config (detectron2's pattern). A project that is not installed is skipped.
+Importing a project registers its datasets, prediction input loaders or launch targets; every ``add_*_config``
+function its package exports extends the config (detectron2's pattern). A project that is not installed is skipped.
 """
 
 from __future__ import annotations
@@ -13,20 +13,15 @@ from typing import Callable, Sequence
 
 from fvcore.common.config import CfgNode
 
-__all__ = ["DEFAULT_PROJECTS", "load_projects"]
+__all__ = ["load_projects"]
 
 logger = logging.getLogger(__name__)
-
-# Detection has its own entry point (detectron2's train_net) and is not listed.
-DEFAULT_PROJECTS = ("projects.classification", "projects.video")
 
 _ADD_CONFIG = re.compile(r"^add_\w+_config$")
 
 
-def load_projects(
-    names: Sequence[str] = DEFAULT_PROJECTS,
-) -> tuple[list[str], list[Callable[[CfgNode], None]]]:
-    """Import the project packages ``names``.
+def load_projects(names: Sequence[str]) -> tuple[list[str], list[Callable[[CfgNode], None]]]:
+    """Import the project modules ``names`` (skipping those that are not installed).
 
     Returns:
         The module names that were imported (to import again in spawned processes) and their config

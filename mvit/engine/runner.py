@@ -149,7 +149,7 @@ def train(cfg: CfgNode, build_model: Optional[ModelBuilder] = None) -> dict[str,
         trainer.load_state_dict(state)  # restores the RNG states too: nothing random may run after this
         logger.info("resumed from %s at epoch %d iteration %d", path, trainer.epoch, trainer.iter)
     trainer.train()
-    return trainer.latest_eval
+    return trainer.storage.latest_eval
 
 
 def _load_for_test(cfg: CfgNode, model: nn.Module) -> tuple[Optional[str], Optional[dict[str, Any]]]:

@@ -7,17 +7,43 @@ checkpoint under its :attr:`HookBase.name` and restored on resume.
 Position convention: ``trainer.epoch`` is the epoch being trained (0-based) and ``trainer.iter`` the number of
 iterations (optimizer steps) completed in it; ``trainer.step`` counts steps since the start of training. A
 checkpoint stores the position to continue from.
+
+Hooks and the trainer exchange values through :class:`TrainerStorage` (``trainer.storage``), whose fields are
+declared: the lr in use, the last step's scalars, the running meters and the latest evaluation results.
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-__all__ = ["HookBase", "TrainerBase"]
+from .meters import ScalarMeter
+
+__all__ = ["HookBase", "TrainerBase", "TrainerStorage"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainerStorage:
+    """The values a trainer publishes to its hooks and the hooks to each other (detectron2's ``EventStorage`` role).
+
+    Attributes:
+        lr: the base learning rate of the current step (set through the trainer's ``set_lr``).
+        last_values: scalars of the last step (``loss``, ``top1``, ``grad_norm``, ...), written by the trainer.
+        window_meter: running sums since the last log line (reset by the writer that logs them).
+        epoch_meter: running sums of the current epoch (checkpointed, so that a resumed epoch's mean is whole).
+        latest_eval: ``{split: metrics}`` of the evaluation after the current epoch, written by the evaluation
+            hook (empty on epochs without one) and read by the checkpointer and the metrics writer.
+    """
+
+    lr: float = 0.0
+    last_values: dict[str, float] = field(default_factory=dict)
+    window_meter: ScalarMeter = field(default_factory=ScalarMeter)
+    epoch_meter: ScalarMeter = field(default_factory=ScalarMeter)
+    latest_eval: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 class HookBase:
@@ -65,6 +91,7 @@ class TrainerBase:
             raise ValueError(f"an epoch needs at least one iteration, got iters_per_epoch={iters_per_epoch}")
         self.iters_per_epoch, self.max_epoch = iters_per_epoch, max_epoch
         self.epoch = self.iter = self.step = 0
+        self.storage = TrainerStorage()
         self._hooks: list[HookBase] = []
 
     # ------------------------------------------------------------------ hooks

@@ -21,7 +21,7 @@ from ..utils.distributed import all_gather_object, get_rank, get_world_size, is_
 from ..utils.rng import capture_rng_state, restore_rng_state
 from .evaluation import autocast_context
 from .lr_schedule import build_lr_schedule
-from .meters import ScalarMeter, topk_correct
+from .meters import topk_correct
 from .optimizer import build_optimizer
 from .train_loop import TrainerBase
 
@@ -117,11 +117,6 @@ class ClassificationTrainer(TrainerBase):
         self.mixup = build_mixup(cfg)
         self.criterion = build_criterion(cfg, soft_targets=self.mixup is not None)
         self.clip = cfg.SOLVER.CLIP_GRAD_L2NORM
-        # Window meter (reset at every log) and epoch meter (checkpointed so a resumed epoch's mean is whole).
-        self.window_meter, self.epoch_meter = ScalarMeter(), ScalarMeter()
-        self.latest_eval: dict[str, dict[str, float]] = {}
-        self.lr = 0.0
-        self.last_values: dict[str, float] = {}
         self._data_iter: Optional[Any] = None
 
     # ------------------------------------------------------------------ loop
@@ -130,7 +125,7 @@ class ClassificationTrainer(TrainerBase):
         sampler.set_epoch(self.epoch, start=self.iter * self.accum_steps * self.items_per_batch)
         self._data_iter = iter(self.train_loader)
         if self.iter == 0:
-            self.epoch_meter.reset()
+            self.storage.epoch_meter.reset()
 
     def release_data(self) -> None:
         # Persistent workers ignore SIGTERM (SLURM preemption): stop them now rather than at interpreter exit.
@@ -143,7 +138,7 @@ class ClassificationTrainer(TrainerBase):
         """Set every parameter group's lr to ``lr`` times its layer-decay scale."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        self.lr = lr
+        self.storage.lr = lr
 
     def run_step(self) -> None:
         self.ddp_model.train()
@@ -184,8 +179,8 @@ class ClassificationTrainer(TrainerBase):
             values["top1"] = 100.0 * correct / rows
         if grad_norm is not None:
             values["grad_norm"] = float(grad_norm)
-        self.last_values = values
-        for meter in (self.window_meter, self.epoch_meter):
+        self.storage.last_values = values
+        for meter in (self.storage.window_meter, self.storage.epoch_meter):
             meter.update(int(rows), **values)
 
     # ------------------------------------------------------------------ state
@@ -201,10 +196,10 @@ class ClassificationTrainer(TrainerBase):
             "scaler": self.scaler.state_dict(),
             "hooks": self.hooks_state_dict(),
             "rng": rng,
-            "meters": {"sums": dict(self.epoch_meter.sums), "counts": dict(self.epoch_meter.counts)}
+            "meters": {"sums": dict(self.storage.epoch_meter.sums), "counts": dict(self.storage.epoch_meter.counts)}
             if not epoch_done
             else {},
-            "metrics": self.latest_eval,
+            "metrics": self.storage.latest_eval,
             "cfg": self.cfg.dump(),
             "class_names": self.class_names,
             "world_size": get_world_size(),
@@ -219,9 +214,9 @@ class ClassificationTrainer(TrainerBase):
         self.epoch, self.iter, self.step = int(state["epoch"]), int(state["iter"]), int(state["step"])
         self.load_hooks_state_dict(state.get("hooks", {}))
         meters = state.get("meters") or {}
-        self.epoch_meter.sums = dict(meters.get("sums", {}))
-        self.epoch_meter.counts = dict(meters.get("counts", {}))
-        self.latest_eval = dict(state.get("metrics") or {})
+        self.storage.epoch_meter.sums = dict(meters.get("sums", {}))
+        self.storage.epoch_meter.counts = dict(meters.get("counts", {}))
+        self.storage.latest_eval = dict(state.get("metrics") or {})
         rng = state.get("rng") or []
         if len(rng) == get_world_size():
             restore_rng_state(rng[get_rank()])

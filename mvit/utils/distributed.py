@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import datetime
-import os
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -12,8 +11,6 @@ import torch.distributed as dist
 __all__ = [
     "all_gather_object",
     "all_reduce_sum",
-    "broadcast_object",
-    "get_local_rank",
     "get_rank",
     "get_world_size",
     "init_process_group",
@@ -34,11 +31,6 @@ def get_world_size() -> int:
 
 def get_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def get_local_rank() -> int:
-    """Rank of this process on its machine (``LOCAL_RANK`` as torchrun and submitit export it)."""
-    return int(os.environ.get("LOCAL_RANK", 0))
 
 
 def is_main_process() -> bool:
@@ -94,12 +86,3 @@ def all_gather_object(obj: Any) -> list[Any]:
     out: list[Any] = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj: Optional[Any], src: int = 0) -> Any:
-    """The ``src`` process's object on every process."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]

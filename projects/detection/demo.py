@@ -15,19 +15,13 @@ import argparse
 import json
 import os
 import resource
-import sys
 import time
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if sys.path[:1] != [_REPO_ROOT]:
-    sys.path.insert(0, _REPO_ROOT)
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from projects.detection.data.synthetic_coco import dataset_paths, generate_synthetic_coco  # noqa: E402
+from projects.detection.data.synthetic_coco import dataset_paths, generate_synthetic_coco
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "mask_rcnn_mvitv2_demo_synthetic.py")
 

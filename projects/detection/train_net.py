@@ -28,24 +28,17 @@ then exits with code 75 (``PREEMPTED_EXIT_CODE``).
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-# The repository root goes first on sys.path, so that projects/ and mvit/ come from this checkout even when another
-# copy is installed. (The stray top-level `tools` package of the sal-detectron2 wheel, which would shadow the
-# namespace package tools/, is removed by tools/install_detectron2.sh; nothing here imports `tools`.)
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if sys.path[:1] != [_REPO_ROOT]:
-    sys.path.insert(0, _REPO_ROOT)
-
-import torch  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.engine import (  # noqa: E402
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, instantiate
+from detectron2.engine import (
     AMPTrainer,
     SimpleTrainer,
     default_argument_parser,
@@ -54,15 +47,17 @@ from detectron2.engine import (  # noqa: E402
     hooks,
     launch,
 )
-from detectron2.engine.defaults import create_ddp_model  # noqa: E402
-from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
-from detectron2.utils import comm  # noqa: E402
-from detectron2.utils.file_io import PathManager  # noqa: E402
-from torch import nn  # noqa: E402
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
+from torch import nn
 
-from mvit.checkpoint import detect_format, load_checkpoint, read_checkpoint  # noqa: E402
-from mvit.engine import preemption  # noqa: E402
-from projects.detection.backbone import MViTBackbone  # noqa: E402
+from mvit.checkpoint import detect_format, load_checkpoint, read_checkpoint
+from mvit.engine import preemption
+from mvit.errors import ConfigError, report, run_cli
+from mvit.utils.cli import ArgumentParser
+from projects.detection.backbone import MViTBackbone
 
 logger = logging.getLogger("detectron2")
 
@@ -297,12 +292,41 @@ def main(args) -> Dict[str, Any]:
     return do_train(args, cfg)
 
 
-def parse_args(argv: Optional[List[str]] = None):
-    return default_argument_parser(epilog=__doc__).parse_args(argv)
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """detectron2's command line; a usage error is a one-line :class:`~mvit.errors.UserError`."""
+    parser = ArgumentParser(
+        parents=[default_argument_parser()],
+        add_help=False,
+        epilog=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser.parse_args(argv)
+
+
+def check_config(args: argparse.Namespace) -> None:
+    """Load the config file and apply the overrides once before any process starts: a mistake is one line."""
+    if not args.config_file:
+        raise ConfigError("--config-file is required")
+    if not os.path.isfile(args.config_file):
+        raise ConfigError(f"--config-file: no such config file: {args.config_file}")
+    try:
+        cfg = LazyConfig.load(args.config_file)
+    except Exception as err:  # noqa: BLE001 - the user's config file runs here; any failure is in that file
+        raise ConfigError(f"{args.config_file}: cannot load the config: {report(err)}") from None
+    try:
+        LazyConfig.apply_overrides(cfg, args.opts)
+    except Exception as err:  # noqa: BLE001 - hydra's override parser raises its own exception types
+        raise ConfigError(f"{args.config_file}: {report(err)} (overrides: {' '.join(args.opts)})") from None
 
 
 def invoke_main(argv: Optional[List[str]] = None) -> int:
+    """Run the command line ``argv``; returns 0, or :data:`~mvit.engine.preemption.PREEMPTED_EXIT_CODE` after a stop.
+
+    Raises:
+        UserError: a bad flag, config file, override or checkpoint (``run_cli`` prints it as one line, exit 2).
+    """
     args = parse_args(argv)
+    check_config(args)
     try:
         launch(
             main,
@@ -319,4 +343,4 @@ def invoke_main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(invoke_main())
+    run_cli(invoke_main)

@@ -27,7 +27,7 @@ BROKEN_B = OFFICIAL / "pysf_ImageNet_MVITv2_B.yaml"
 
 @pytest.fixture(scope="module")
 def extensions():
-    return load_projects()[1]
+    return load_projects(("projects.classification", "projects.video"))[1]
 
 
 def _load(path, extensions, *opts, extra=()):

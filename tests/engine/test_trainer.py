@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import math
+import typing
 
 import numpy as np
 import pytest
@@ -164,7 +167,7 @@ def test_loss_func_selects_the_training_loss(make_cfg, tiny_net, noisy_images, l
             trainer.criterion(logits, labels), F.binary_cross_entropy_with_logits(logits, target)
         )
     trainer.train()  # one epoch runs with the chosen loss
-    assert math.isfinite(trainer.last_values["loss"])
+    assert math.isfinite(trainer.storage.last_values["loss"])
 
 
 def test_unknown_loss_func_names_the_key(make_cfg, tiny_net, noisy_images):
@@ -173,3 +176,35 @@ def test_unknown_loss_func_names_the_key(make_cfg, tiny_net, noisy_images):
         ClassificationTrainer(
             make_cfg(**{"MODEL.LOSS_FUNC": "focal"}), tiny_net(), loader, device=torch.device("cpu"), items_per_batch=4
         )
+
+
+def _hook_trainer_attributes() -> set[str]:
+    """Every ``self.trainer.X`` and ``t.X`` (``t = self.trainer``) that the hooks of mvit.engine.hooks touch."""
+    tree = ast.parse(inspect.getsource(H))
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            base = node.value
+            if isinstance(base, ast.Name) and base.id == "t":
+                used.add(node.attr)
+            elif isinstance(base, ast.Attribute) and base.attr == "trainer" and isinstance(base.value, ast.Name):
+                used.add(node.attr)
+    return used
+
+
+def test_hooks_use_only_what_the_trainer_declares(make_cfg, tiny_net, noisy_images):
+    declared = set(typing.get_type_hints(H.SupervisedTrainer)) | {
+        name for name in vars(H.SupervisedTrainer) if not name.startswith("_")
+    }
+    used = _hook_trainer_attributes()
+    assert used and used <= declared, f"undeclared: {sorted(used - declared)}"
+    loader = build_loader(noisy_images(8), batch_size=4, train=True, seed=0)
+    trainer = ClassificationTrainer(make_cfg(), tiny_net(), loader, device=torch.device("cpu"), items_per_batch=4)
+    missing = [name for name in sorted(declared) if not hasattr(trainer, name)]
+    assert not missing, f"ClassificationTrainer lacks {missing}"
+    # Hooks exchange values through the storage only: a training run sets no attribute outside the declared ones.
+    before = set(vars(trainer))
+    trainer.register_hooks([H.LRScheduler(), H.ProgressBar(False)])
+    trainer.train()
+    assert set(vars(trainer)) == before
+    assert trainer.storage.lr > 0 and math.isfinite(trainer.storage.last_values["loss"])

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
 import submitit
 
-from mvit.utils.slurm import TrainingJob, _entry_argv, executor_parameters, get_args_parser, submit
+from mvit.engine import submit as launcher
+from mvit.engine.submit import TrainingJob, executor_parameters, get_args_parser, get_target, load_script, submit
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = str(ROOT / "configs" / "IN1K" / "MVITv2_B.yaml")
+# Importing the tool registers its run_net target and the projects' targets (detection).
+load_script(str(ROOT / "tools" / "submit.py"))
 
 
 def parse(*argv: str):
-    return get_args_parser().parse_args(["--cfg", CFG, "--job-dir", "/tmp/job", *argv])
+    return get_args_parser(default_target="run_net").parse_args(["--cfg", CFG, "--job-dir", "/tmp/job", *argv])
+
+
+def _entry_argv(target: str, *args, **kwargs) -> list[str]:
+    kwargs = dict(kwargs)
+    return get_target(target).command_line(*args, kwargs.pop("tasks"), kwargs.pop("nodes"))
 
 
 def test_multi_node_gpu_job_parameters() -> None:
@@ -63,7 +73,7 @@ def test_entry_point_command_lines() -> None:
 
 
 def test_job_dir_placeholder_is_the_job_id() -> None:
-    job = TrainingJob("run_net", "tools/run_net.py", "c.yaml", [], "/ckpt/%j")
+    job = TrainingJob(get_target("run_net"), "c.yaml", [], "/ckpt/%j")
     assert job.output_dir("1234") == "/ckpt/1234"
 
 
@@ -86,6 +96,63 @@ def test_bad_options_are_one_line_errors(argv: list[str], message: str) -> None:
 
 
 def test_missing_config_is_named() -> None:
-    args = get_args_parser().parse_args(["--cfg", "missing.yaml", "--job-dir", "/tmp/job"])
+    args = get_args_parser(default_target="run_net").parse_args(["--cfg", "missing.yaml", "--job-dir", "/tmp/job"])
     with pytest.raises(FileNotFoundError, match="--cfg: no such config file: missing.yaml"):
         submit(args)
+
+
+def _probe_command_line(cfg: str, opts, output_dir: str, tasks: int, nodes: int) -> list[str]:
+    return [cfg, *opts, output_dir, str(tasks), str(nodes)]
+
+
+@pytest.fixture
+def in_process_job(tmp_path):
+    """Submits a probe target to submitit's debug executor (it runs in this process); restores what a task sets."""
+    env, signals = dict(os.environ), {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM, signal.SIGCONT)}
+
+    def run(main, cooperative_stop: bool = True):
+        launcher.register_target(
+            launcher.LaunchTarget(
+                "probe", main=main, command_line=_probe_command_line, cooperative_stop=cooperative_stop
+            )
+        )
+        args = get_args_parser().parse_args(
+            [
+                "--target",
+                "probe",
+                "--cfg",
+                CFG,
+                "--job-dir",
+                str(tmp_path),
+                "--cluster",
+                "debug",
+                "--gpus-per-node",
+                "0",
+            ]
+            + ["A", "1"]
+        )
+        return submit(args)
+
+    yield run
+    launcher._TARGETS.pop("probe", None)
+    os.environ.clear()
+    os.environ.update(env)
+    for sig, handler in signals.items():
+        signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize("cooperative", [True, False])
+def test_only_cooperative_targets_get_the_stop_request_handlers(in_process_job, tmp_path, cooperative: bool) -> None:
+    def main(argv: list[str]):
+        return {"argv": argv, "usr2": signal.getsignal(signal.SIGUSR2)}
+
+    result = in_process_job(main, cooperative_stop=cooperative).results()[0]
+    assert result["argv"] == [CFG, "A", "1", str(tmp_path), "1", "1"]
+    assert (getattr(result["usr2"], "__name__", None) == "on_usr2") == cooperative
+
+
+def test_a_target_that_exits_with_an_error_code_fails_the_job(in_process_job) -> None:
+    job = in_process_job(lambda argv: 2)
+    os.environ.update(job.environ)  # what results() does; results() would also start a debugger on the failure
+    error = job.exception()
+    assert isinstance(error, RuntimeError) and "probe exited with code 2" in str(error)

@@ -347,3 +347,26 @@ def test_detection_job_checkpoints_and_requeues_before_time_limit(
     assert (job_dir / "model_final.pth").is_file()
     assert detection_iteration(job_dir) == max_iter - 1
     assert "Exception during training" not in (job_dir / "log.txt").read_text()  # a stop is not a failure
+
+
+def test_detection_target_runs_locally(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``--target detection`` without SLURM: the project's registered target trains and evaluates in a local task."""
+    pytest.importorskip("detectron2.engine", reason="detectron2 is not installed (bash tools/install_detectron2.sh)")
+    from projects.detection.data.synthetic_coco import generate_synthetic_coco
+
+    data = tmp_path_factory.mktemp("local_coco")
+    generate_synthetic_coco(str(data), num_train=4, num_val=2, image_size=(128, 128), max_objects=2, progress=False)
+    job_dir = tmp_path_factory.mktemp("local_detection_job")
+    args = [
+        "--cluster", "local", "--target", "detection",
+        "--cfg", str(ROOT / "projects" / "detection" / "configs" / "mask_rcnn_mvitv2_demo_synthetic.py"),
+        "--job-dir", str(job_dir), "--gpus-per-node", "0", "--tasks-per-node", "1", "--cpus-per-task", "1",
+        "--time", "15",
+        f"dataloader.train.dataset.root={data}", "dataloader.train.dataset.prefix=local_detection",
+        "dataloader.train.num_workers=0", "dataloader.test.num_workers=0", "dataloader.train.total_batch_size=2",
+        "train.max_iter=2", "train.eval_period=0", "train.checkpointer.period=1000", "train.log_period=1",
+    ]  # fmt: skip
+    run_submit(args, dict(os.environ))
+    assert (job_dir / "model_final.pth").is_file(), logs_tail(job_dir)
+    assert detection_iteration(job_dir) == 1
+    assert len(list((job_dir / "submitit").glob("*_result.pkl"))) == 1

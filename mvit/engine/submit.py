@@ -1,11 +1,13 @@
 """Submit training to SLURM (or run it on this machine) with submitit, and survive preemption and time limits.
 
-``tools/submit.py`` is a thin wrapper over :func:`get_args_parser` and :func:`submit`. A job runs one task per
-GPU (or ``--tasks-per-node`` CPU processes); each task exports the ``torch.distributed`` environment submitit
-derives from SLURM (``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and calls the
-entry point's ``main`` in-process, which joins that process group instead of spawning processes.
+The launcher knows no project: an entry point registers a :class:`LaunchTarget` (``tools/submit.py`` registers
+run_net's, the detection project its detectron2 train_net), and ``tools/submit.py`` is a thin wrapper over
+:func:`get_args_parser` and :func:`submit`. A job runs one task per GPU (or ``--tasks-per-node`` CPU processes);
+each task exports the ``torch.distributed`` environment submitit derives from SLURM (``MASTER_ADDR``,
+``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``) and calls the target's ``main``
+in-process, which joins that process group instead of spawning processes.
 
-Preemption and time limits (see ``tools/slurm_local/README.md``):
+Preemption and time limits (see ``tools/slurm_local/README.md``), for targets that stop cooperatively:
 
 - ``SIGUSR2``, which SLURM sends ``--signal-delay`` seconds before the time limit (submitit's ``--signal``):
   the trainer checkpoints at the next iteration boundary and rank 0 requeues the job (``scontrol requeue``).
@@ -29,37 +31,100 @@ import subprocess
 import sys
 from pathlib import Path
 from types import FrameType, ModuleType
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 import submitit
 
-__all__ = ["TARGETS", "Target", "TrainingJob", "executor_parameters", "get_args_parser", "submit"]
+from ..errors import UserError
+from ..utils.cli import ArgumentParser
+from .preemption import PREEMPTED_EXIT_CODE, Preempted, request_stop
+
+__all__ = [
+    "REQUEUE_EXIT_CODE",
+    "TERMINATED_EXIT_CODE",
+    "LaunchTarget",
+    "TrainingJob",
+    "executor_parameters",
+    "get_args_parser",
+    "get_target",
+    "list_targets",
+    "load_script",
+    "register_target",
+    "run_script",
+    "submit",
+]
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
+def _no_check(opts: Sequence[str]) -> None:
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
-class Target:
-    """An entry point a job can run.
+class LaunchTarget:
+    """An entry point a job can run; its callables are pickled into the job (define them at module level).
 
     Args:
-        script: path relative to the repository root of a script exposing ``main``.
-        cooperative_stop: whether its trainer honours :func:`mvit.engine.preemption.request_stop` (checkpoint
-            at the next iteration, then raise ``Preempted``). Otherwise submitit's own handlers stay: on SIGUSR2
-            the job requeues at once and resumes from the entry point's last periodic checkpoint.
+        name: the ``--target`` value.
+        main: runs the entry point in the task on a command line and returns its result. It reports a stop after
+            a checkpoint by raising :class:`~mvit.engine.preemption.Preempted` or returning
+            :data:`~mvit.engine.preemption.PREEMPTED_EXIT_CODE`; any other non-zero ``int`` is a failure.
+        command_line: ``(cfg, opts, output_dir, tasks_per_node, nodes) -> argv`` of ``main`` in one task.
+        check_overrides: raises :class:`~mvit.errors.UserError` for config overrides the job cannot take
+            (checked at submission).
+        cooperative_stop: whether ``main`` honours :func:`mvit.engine.preemption.request_stop` (checkpoint at the
+            next iteration, then stop as above). Otherwise submitit's own handlers stay: on SIGUSR2 the job
+            requeues at once and resumes from the entry point's last periodic checkpoint.
+        help: one line for ``--help``.
     """
 
-    script: str
-    cooperative_stop: bool
+    name: str
+    main: Callable[[list[str]], Any]
+    command_line: Callable[[str, Sequence[str], str, int, int], list[str]]
+    check_overrides: Callable[[Sequence[str]], None] = _no_check
+    cooperative_stop: bool = True
+    help: str = ""
 
 
-TARGETS = {
-    "run_net": Target("tools/run_net.py", cooperative_stop=True),
-    # train_net's StopOnRequest hook checkpoints after the current iteration; `--resume` continues.
-    "detection": Target("projects/detection/train_net.py", cooperative_stop=True),
-}
+_TARGETS: dict[str, LaunchTarget] = {}
+
+
+def register_target(target: LaunchTarget) -> LaunchTarget:
+    """Make ``target`` available as ``--target NAME`` (registering the same name again replaces it)."""
+    _TARGETS[target.name] = target
+    return target
+
+
+def get_target(name: str) -> LaunchTarget:
+    """The registered target ``name``; :class:`~mvit.errors.UserError` naming the known ones otherwise."""
+    if name not in _TARGETS:
+        raise UserError(f"--target {name}: unknown launch target (registered: {', '.join(sorted(_TARGETS)) or 'none'})")
+    return _TARGETS[name]
+
+
+def list_targets() -> list[str]:
+    """Names of the registered launch targets, sorted."""
+    return sorted(_TARGETS)
+
+
+def load_script(path: str) -> ModuleType:
+    """Import an entry-point script by path (``tools/`` is not a package)."""
+    name = "_mvit_entry_" + Path(path).stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"cannot import entry point {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(path: str, argv: list[str]) -> Any:
+    """``main(argv)`` of the script at ``path``: a picklable :attr:`LaunchTarget.main` as ``partial(run_script, path)``."""
+    return load_script(path).main(argv)
+
+
 # What a task's entry point returns when it checkpointed and stopped on a signal.
 _STOPPED = object()
 # Exit code of a task that checkpointed and asked to be requeued; submitit's local executor restarts the
@@ -69,16 +134,25 @@ REQUEUE_EXIT_CODE = 144
 TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
 
 
-def get_args_parser(description: Optional[str] = None, add_help: bool = True) -> argparse.ArgumentParser:
-    """Command-line options shared by every submit entry point (experiment, resources, scheduler)."""
-    parser = argparse.ArgumentParser(description=description, add_help=add_help)
+def get_args_parser(
+    description: Optional[str] = None, add_help: bool = True, default_target: Optional[str] = None
+) -> argparse.ArgumentParser:
+    """Command-line options of a submit entry point (experiment, resources, scheduler).
+
+    Args:
+        default_target: the ``--target`` when none is given (``--target`` is required without one); the
+            choices are the targets registered when the parser is made.
+    """
+    targets = "; ".join(f"{name}: {_TARGETS[name].help}" if _TARGETS[name].help else name for name in list_targets())
+    parser = ArgumentParser(description=description, add_help=add_help)
     exp = parser.add_argument_group("experiment")
     exp.add_argument("--cfg", required=True, help="config file of the entry point (yaml or LazyConfig .py)")
     exp.add_argument(
         "--target",
-        choices=sorted(TARGETS),
-        default="run_net",
-        help="entry point: run_net (image and video classification, the default) or detection (detectron2 train_net)",
+        choices=list_targets(),
+        default=default_target,
+        required=default_target is None,
+        help=f"entry point ({targets})" + (" (default: %(default)s)" if default_target else ""),
     )
     exp.add_argument(
         "--job-dir",
@@ -155,33 +229,27 @@ def _check_args(args: argparse.Namespace) -> None:
     """One-line errors for options that would otherwise fail inside the job."""
     for name in ("nodes", "time"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.gpus_per_node < 0:
-        raise ValueError(f"--gpus-per-node must be >= 0, got {args.gpus_per_node}")
+        raise UserError(f"--gpus-per-node must be >= 0, got {args.gpus_per_node}")
     if args.tasks_per_node is not None and args.tasks_per_node < 1:
-        raise ValueError(f"--tasks-per-node must be at least 1, got {args.tasks_per_node}")
+        raise UserError(f"--tasks-per-node must be at least 1, got {args.tasks_per_node}")
     if args.gpus_per_node and _tasks_per_node(args) != args.gpus_per_node:
-        raise ValueError(
+        raise UserError(
             f"--tasks-per-node ({args.tasks_per_node}) must equal --gpus-per-node ({args.gpus_per_node}): "
             "one task per GPU"
         )
     if not Path(args.cfg).is_file():
-        raise FileNotFoundError(f"--cfg: no such config file: {args.cfg}")
-    script = REPO_ROOT / TARGETS[args.target].script
-    if not script.is_file():
-        raise FileNotFoundError(f"--target {args.target}: entry point {script} does not exist")
+        raise _MissingFile(f"--cfg: no such config file: {args.cfg}")
     opts = _overrides(args)
     misplaced = [o for o in opts if o.startswith("--")]
     if misplaced:
-        raise ValueError(f"options go before the config overrides: {' '.join(misplaced)}")
-    if args.target == "run_net":
-        if len(opts) % 2:
-            raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd number: {' '.join(opts)}")
-        taken = sorted({"OUTPUT_DIR", "NUM_GPUS", "NUM_SHARDS", "SHARD_ID"}.intersection(opts[::2]))
-    else:
-        taken = [o.split("=")[0] for o in opts if o.startswith("train.output_dir=")]
-    if taken:
-        raise ValueError(f"{', '.join(taken)}: set by submit.py from --job-dir, --nodes and --tasks-per-node")
+        raise UserError(f"options go before the config overrides: {' '.join(misplaced)}")
+    get_target(args.target).check_overrides(opts)
+
+
+class _MissingFile(UserError, FileNotFoundError):
+    """A file named on the command line that does not exist (also a ``FileNotFoundError`` for callers)."""
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -210,53 +278,19 @@ def executor_parameters(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def _entry_argv(target: str, cfg: str, opts: Sequence[str], output_dir: str, tasks: int, nodes: int) -> list[str]:
-    """Command line of the entry point inside one task."""
-    if target == "run_net":
-        launch = ["NUM_GPUS", str(tasks), "NUM_SHARDS", str(nodes)]
-        # The task's own handlers (TrainingJob) turn signals into stop requests; run_net must not replace them.
-        return ["--cfg", cfg, "--stop-signals", "none", *opts, *launch, "OUTPUT_DIR", output_dir]
-    # detectron2's argument parser; --resume continues from OUTPUT_DIR's last checkpoint after a requeue.
-    return [
-        "--config-file",
-        cfg,
-        "--resume",
-        "--num-gpus",
-        str(tasks),
-        "--num-machines",
-        str(nodes),
-        *opts,
-        f"train.output_dir={output_dir}",
-    ]
-
-
-def _load_script(path: str) -> ModuleType:
-    """Import an entry-point script by path (``tools/`` is not a package)."""
-    name = "_mvit_entry_" + Path(path).stem
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import entry point {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @dataclasses.dataclass
 class TrainingJob:
     """The callable submitit pickles and runs once per task; checkpointable, so SLURM can requeue it.
 
     Args:
-        target: a key of :data:`TARGETS`.
-        script: absolute path of the entry point (fixed at submission).
+        target: the entry point (a registered :class:`LaunchTarget`).
         cfg: config file.
         opts: config overrides.
         job_dir: job folder (``%j`` is replaced by the job id); the entry point's OUTPUT_DIR.
         cpus_per_task: intra-op threads of each task.
     """
 
-    target: str
-    script: str
+    target: LaunchTarget
     cfg: str
     opts: list[str]
     job_dir: str
@@ -270,8 +304,6 @@ class TrainingJob:
         # Imported here: submitit unpickles this object before the job's own logging and threads are set up.
         import torch
 
-        from mvit.engine.preemption import Preempted
-
         _task_logging()
         job_env = submitit.JobEnvironment()
         dist_env = submitit.helpers.TorchDistributedEnvironment()
@@ -280,7 +312,7 @@ class TrainingJob:
         threads = int(os.environ.get("SLURM_CPUS_PER_TASK", self.cpus_per_task))
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
-        if TARGETS[self.target].cooperative_stop:
+        if self.target.cooperative_stop:
             self._install_signal_handlers()
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0))
         logger.info(
@@ -294,21 +326,20 @@ class TrainingJob:
             dist_env.master_port,
             restarts,
         )
-        argv = _entry_argv(
-            self.target,
-            self.cfg,
-            self.opts,
-            self.output_dir(job_env.job_id),
-            tasks=dist_env.local_world_size,
-            nodes=job_env.num_nodes,
+        argv = self.target.command_line(
+            self.cfg, self.opts, self.output_dir(job_env.job_id), dist_env.local_world_size, job_env.num_nodes
         )
         try:
-            result = self._run(argv, dist_env)
+            result = self.target.main(argv)
         except Preempted as stop:
             logger.warning("%s", stop)
-            result = _STOPPED
-        if result is _STOPPED:
             self._exit_after_checkpoint(job_env, dist_env.rank)
+        if isinstance(result, int) and not isinstance(result, bool):
+            if result == PREEMPTED_EXIT_CODE:  # a CLI main caught Preempted after its checkpoint and logged where
+                self._exit_after_checkpoint(job_env, dist_env.rank)
+            if result:
+                # The entry point already printed the one-line reason (exit code 2: bad config, data or checkpoint).
+                raise RuntimeError(f"{self.target.name} exited with code {result}; see this task's log")
         return result
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
@@ -319,7 +350,6 @@ class TrainingJob:
 
     def _install_signal_handlers(self) -> None:
         """Replace submitit's handlers (which exit mid-iteration) with stop requests the trainer honours."""
-        from mvit.engine.preemption import request_stop
 
         def on_usr2(signum: int, _frame: Optional[FrameType]) -> None:
             self._requeue_requested = True
@@ -333,21 +363,7 @@ class TrainingJob:
         # SLURM sends SIGCONT with SIGTERM; the default action (continue) is what we want.
         signal.signal(signal.SIGCONT, signal.SIG_DFL)
 
-    def _run(self, argv: list[str], dist_env: submitit.helpers.TorchDistributedEnvironment) -> Optional[Any]:
-        from mvit.engine.preemption import PREEMPTED_EXIT_CODE
-
-        module = _load_script(self.script)
-        if self.target != "run_net":
-            return _run_detectron2(module, argv, dist_env)
-        code = module.main(argv)
-        if code == PREEMPTED_EXIT_CODE:  # run_net caught Preempted after its checkpoint and logged where
-            return _STOPPED
-        if code:
-            # run_net already printed the one-line reason (exit code 2: bad config, data or checkpoint).
-            raise RuntimeError(f"{self.script} exited with code {code}; see this task's log")
-        return code
-
-    def _exit_after_checkpoint(self, job_env: submitit.JobEnvironment, rank: int) -> None:
+    def _exit_after_checkpoint(self, job_env: submitit.JobEnvironment, rank: int) -> NoReturn:
         """Leave the task without a submitit result, so the job is not reported finished before it is."""
         # SLURM's SIGTERM for the requeue may land during interpreter shutdown, when Python's handlers are gone;
         # it also ends data-loader workers, whose death torch's SIGCHLD handler would raise as an error here.
@@ -374,38 +390,6 @@ def _task_logging() -> None:
     logger.propagate = False  # the entry point's handlers on "mvit" would print it twice
 
 
-def _run_detectron2(
-    module: ModuleType, argv: list[str], dist_env: submitit.helpers.TorchDistributedEnvironment
-) -> Optional[Any]:
-    """Run a detectron2 ``main(args)`` in this task: what ``detectron2.engine.launch`` does in each worker."""
-    import torch
-    import torch.distributed as dist
-    from detectron2.engine import default_argument_parser
-    from detectron2.utils import comm
-
-    parse_args = getattr(module, "parse_args", default_argument_parser().parse_args)
-    args = parse_args(argv)
-    if dist_env.world_size > 1:
-        has_gpu = torch.cuda.is_available()
-        if has_gpu:
-            torch.cuda.set_device(dist_env.local_rank)
-        dist.init_process_group(backend="nccl" if has_gpu else "gloo", init_method="env://")
-        comm.create_local_process_group(dist_env.local_world_size)
-        comm.synchronize()
-    try:
-        return module.main(args)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _use_repo_on_path() -> None:
-    """Jobs inherit the environment: make ``mvit`` and ``projects`` importable there without an install."""
-    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    if str(REPO_ROOT) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, paths)])
-
-
 def submit(args: argparse.Namespace) -> submitit.Job:
     """Submit the training job described by parsed :func:`get_args_parser` options.
 
@@ -416,7 +400,7 @@ def submit(args: argparse.Namespace) -> submitit.Job:
     cluster = args.cluster or ("slurm" if shutil.which("sbatch") else "local")
     if cluster != "slurm" and args.nodes > 1:
         why = "sbatch is not on PATH" if args.cluster is None else f"--cluster {cluster}"
-        raise ValueError(f"--nodes {args.nodes} needs SLURM ({why}: the job runs on this machine only)")
+        raise UserError(f"--nodes {args.nodes} needs SLURM ({why}: the job runs on this machine only)")
     job_dir = Path(args.job_dir).absolute()
     executor = submitit.AutoExecutor(
         folder=job_dir / "submitit", cluster=cluster, slurm_max_num_timeout=args.max_num_timeout
@@ -424,16 +408,14 @@ def submit(args: argparse.Namespace) -> submitit.Job:
     params = executor_parameters(args)
     executor.update_parameters(**params)
     task = TrainingJob(
-        target=args.target,
-        script=str(REPO_ROOT / TARGETS[args.target].script),
+        target=get_target(args.target),
         cfg=str(Path(args.cfg).absolute()),
         opts=_overrides(args),
         job_dir=str(job_dir),
         cpus_per_task=params["cpus_per_task"],
     )
-    _use_repo_on_path()
     job = executor.submit(task)
-    logger.info("submitted %s job %s (%s)", executor.cluster, job.job_id, task.target)
+    logger.info("submitted %s job %s (%s)", executor.cluster, job.job_id, task.target.name)
     logger.info("job folder: %s", task.output_dir(str(job.job_id)))
     logger.info("logs: %s", job.paths.stdout)
     return job
