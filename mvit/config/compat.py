@@ -227,6 +227,8 @@ FOREIGN_KEYS: List[ForeignKey] = [
         ("DATA.IN22k_VAL_IN1K", ""),
         ("AUG.GEN_MASK_LOADER", False),
         ("AUG.MASK_RATIO", 0.0),
+        # Erasing per augmentation split (timm's re_split): this pipeline has no augmentation splits.
+        ("AUG.RE_SPLIT", False),
         ("TEST.NUM_TEMPORAL_CLIPS", []),
     ),
     # Read only by the augmentations above when enabled (SSL colour, PCA lighting, masks), or a decoder speed
