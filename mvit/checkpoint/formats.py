@@ -36,6 +36,7 @@ from iopath.common.file_io import g_pathmgr as PathManager
 from torch import nn
 
 from ..errors import report
+from .hub import resolve_checkpoint
 from .safe_io import load_pickle, read_safetensors, torch_load, write_safetensors
 from .state import CheckpointError, atomic_save
 
@@ -97,7 +98,9 @@ def read_checkpoint(path: str, *, trust_pickle: bool = False) -> dict:
     Nothing in the file is executed (see :mod:`mvit.checkpoint.safe_io`): PyTorch files load with
     ``weights_only=True`` and an allow-list, detectron2 ``.pkl`` files with a restricted unpickler,
     ``.safetensors`` files hold tensors only. ``trust_pickle=True`` lifts the allow-lists for a trusted file.
+    ``path`` may also be an ``http(s)://`` URL or ``zoo:<weights tag>``, read from torch.hub's cache.
     """
+    path = resolve_checkpoint(path)
     if not PathManager.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     if str(path).endswith(".safetensors"):
@@ -289,7 +292,7 @@ def load_checkpoint(
 
     Args:
         model: an :class:`mvit.models.MViT` (or a module with the same parameter names).
-        path: checkpoint path (any iopath path).
+        path: checkpoint path (any iopath path), URL or ``zoo:<weights tag>``.
         strict: raise :class:`CheckpointError` on any missing, unexpected or mis-shaped key. With ``False``,
             resize what can be resized (rel-pos tables, position embeddings, image -> video kernels) and leave
             the rest (e.g. a head of another number of classes) at its initial values.

@@ -22,6 +22,7 @@ from fvcore.common.config import CfgNode
 from ..errors import ConfigError
 from .config import MViTConfig
 from .mvit import MViT
+from .weights import Weights, get_weights, is_weights, load_pretrained
 from .zoo import is_model, model_info
 
 __all__ = [
@@ -196,7 +197,8 @@ def resolve_config(spec: ModelSpec, **overrides: Any) -> MViTConfig:
     """The :class:`MViTConfig` of a model spec, with field overrides.
 
     Args:
-        spec: a zoo name (``mvit.list_models()``), the path of an experiment yaml, an :class:`MViTConfig`
+        spec: a zoo name (``mvit.list_models()``), a weights tag (``mvit.models.weights.list_weights()``: the
+            zoo model as released, e.g. with a 21k-class head), the path of an experiment yaml, an :class:`MViTConfig`
             (copied), or an experiment config ``cfg`` (fvcore ``CfgNode``). A zoo name wins over a file of
             the same name.
         **overrides: :class:`MViTConfig` fields, e.g. ``num_classes=10``.
@@ -221,6 +223,9 @@ def resolve_config(spec: ModelSpec, **overrides: Any) -> MViTConfig:
                 raise ConfigError(f"{text}: {err}") from None
         elif not is_model(text) and (text.endswith((".yaml", ".yml")) or os.path.sep in text or "/" in text):
             raise ConfigError(f"config file not found: {text}")
+        elif is_weights(text):  # a release: its zoo model with the release's head and class token
+            weights = get_weights(text)
+            config = model_info(weights.arch).build_config().replace(**weights.overrides)
         else:
             config = model_info(text).build_config()  # an unknown name raises, with the closest names
     else:
@@ -228,22 +233,67 @@ def resolve_config(spec: ModelSpec, **overrides: Any) -> MViTConfig:
     return config.replace(**overrides)
 
 
-def create_model(spec: ModelSpec, *, checkpoint: Optional[str] = None, **overrides: Any) -> MViT:
-    """Build a model from a zoo name, a yaml path, an :class:`MViTConfig` or an experiment config.
+def create_model(
+    spec: ModelSpec,
+    *,
+    pretrained: Union[bool, str] = False,
+    checkpoint: Optional[str] = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> MViT:
+    """Build a model from a zoo name, a weights tag, a yaml path, an :class:`MViTConfig` or an experiment config.
 
     Args:
-        spec: e.g. "mvitv2_t", "mvitv2_s_16x4", "configs/IN1K/MVITv2_B.yaml", ``MViTConfig(...)`` or a
-            ``cfg`` from :func:`mvit.config.load_config` (see :func:`resolve_config`).
+        spec: e.g. "mvitv2_t", "mvitv2_b.fb_in21k" (a weights tag: the zoo model with that release's head and
+            class token), "configs/IN1K/MVITv2_B.yaml", ``MViTConfig(...)`` or a ``cfg`` from
+            :func:`mvit.config.load_config` (see :func:`resolve_config`).
+        pretrained: ``True`` loads the released weights of ``spec`` (its tag, or the zoo model's default
+            release, see :func:`mvit.models.weights.list_weights`); a tag string names the release. The file
+            comes from torch.hub's cache, downloaded (verified) when it is not there.
         checkpoint: weights in any format ``mvit.checkpoint`` reads (official .pyth, PySlowFast, mmpretrain,
-            timm, torchvision, detectron2 backbone, this project's); detected automatically, loaded strictly.
-        **overrides: :class:`MViTConfig` fields, e.g. ``num_classes=10``, ``input_size=(256, 256)``.
+            timm, torchvision, detectron2 backbone, this project's, safetensors), a URL or ``zoo:<tag>``;
+            detected automatically, loaded strictly.
+        progress: show a progress bar while downloading.
+        **overrides: :class:`MViTConfig` fields, e.g. ``num_classes=10``, ``input_size=(256, 256)``. With
+            pretrained weights they make the load non-strict: what no longer fits (a head of another size) is
+            left new and reported, rel-pos tables and position embeddings are resized.
 
     Returns:
         :class:`MViT`; in eval mode it returns logits (no softmax).
-    """
-    model = MViT(resolve_config(spec, **overrides))
-    if checkpoint is not None:
-        from ..checkpoint import load_checkpoint
 
+    Raises:
+        ConfigError: an unknown name or tag, a tag of another model, or both ``pretrained`` and ``checkpoint``.
+        CheckpointError: the weights cannot be downloaded, read or loaded (names the file).
+    """
+    from ..checkpoint import load_checkpoint
+
+    weights = _pretrained_weights(spec, pretrained)
+    if weights is not None and checkpoint is not None:
+        raise ConfigError("create_model: pass either pretrained= or checkpoint=, not both")
+    if weights is not None:
+        spec = weights.tag
+    model = MViT(resolve_config(spec, **overrides))
+    if weights is not None:
+        load_pretrained(model, weights, strict=not overrides, progress=progress)
+    elif checkpoint is not None:
         load_checkpoint(model, checkpoint, strict=True)
     return model
+
+
+def _pretrained_weights(spec: ModelSpec, pretrained: Union[bool, str]) -> Optional[Weights]:
+    """The release ``pretrained`` asks for, checked against the model ``spec`` names."""
+    if not pretrained:
+        return None
+    if not isinstance(spec, (str, os.PathLike)) or not (is_model(_arch(spec)) or is_weights(os.fspath(spec))):
+        raise ConfigError(f"pretrained= needs a zoo name or weights tag, got {spec!r} (use checkpoint= for a file)")
+    spec = os.fspath(spec)
+    tag = pretrained if isinstance(pretrained, str) else spec
+    weights = get_weights(tag)
+    if weights.arch != _arch(spec):
+        raise ConfigError(f"weights {weights.tag} are for {weights.arch}, not {_arch(spec)}")
+    return weights
+
+
+def _arch(spec: Any) -> str:
+    """The zoo name of a name or weights tag ("mvitv2_t.fb_in1k" -> "mvitv2_t")."""
+    return os.fspath(spec).split(".", 1)[0] if isinstance(spec, (str, os.PathLike)) else ""

@@ -27,6 +27,7 @@ __all__ = [
     "class_names",
     "default_weights",
     "get_weights",
+    "is_weights",
     "list_weights",
     "load_pretrained",
     "register_weights",
@@ -83,6 +84,11 @@ def register_weights(weights: Weights) -> Weights:
         raise ValueError(f"weights {weights.tag!r} are already registered")
     _REGISTRY[weights.tag] = weights
     return weights
+
+
+def is_weights(tag: str) -> bool:
+    """Whether ``tag`` names a registered release."""
+    return tag in _REGISTRY
 
 
 def list_weights(arch: Optional[str] = None, include_detectors: bool = True) -> List[str]:

@@ -13,7 +13,7 @@ import torch
 
 from mvit.checkpoint.hub import MIRROR_ENV, cache_path
 from mvit.errors import ConfigError
-from mvit.models import MViT, model_info
+from mvit.models import MViT, create_model, model_info
 from mvit.models.weights import class_names, get_weights, list_weights, load_pretrained
 from tests.core.layouts import as_mmpretrain
 
@@ -48,9 +48,7 @@ def test_tag_loads_its_file_from_the_cache(tag, offline_cache):
     path = cache_path(weights.url)
     torch.save(_publisher_layout(weights, source.state_dict()), _mkdirs(path))
     assert path.endswith(weights.file_name)
-    target = MViT(_config(tag))
-    report = load_pretrained(target, weights, progress=False)
-    assert report.ok and report.format == weights.format
+    target = create_model(tag, pretrained=True, progress=False)
     for (name, a), b in zip(source.state_dict().items(), target.state_dict().values()):
         assert torch.equal(a, b), name
     assert target.num_classes == weights.num_classes
@@ -134,3 +132,22 @@ def _mkdirs(path: str) -> str:
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     return path
+
+
+def test_create_model_pretrained_forms(offline_cache):
+    weights = get_weights("mvitv2_t.fb_in1k")
+    source = MViT(_config(weights.tag))
+    torch.save({"model_state": source.state_dict()}, _mkdirs(cache_path(weights.url)))
+    by_name = create_model("mvitv2_t", pretrained=True, progress=False)  # the default release
+    by_tag = create_model("mvitv2_t", pretrained="mvitv2_t.fb_in1k", progress=False)
+    by_spec = create_model("mvitv2_t", checkpoint="zoo:mvitv2_t.fb_in1k")
+    for model in (by_name, by_tag, by_spec):
+        assert torch.equal(model.blocks[3].attn.qkv.weight, source.blocks[3].attn.qkv.weight)
+    # Fine-tuning: a new head of 10 classes, the rest loaded (not strict, reported).
+    tuned = create_model("mvitv2_t", pretrained=True, num_classes=10, progress=False)
+    assert tuned.head.projection.out_features == 10
+    assert torch.equal(tuned.blocks[0].attn.rel_pos_h, source.blocks[0].attn.rel_pos_h)
+    with pytest.raises(ConfigError, match="are for mvitv2_b, not mvitv2_t"):
+        create_model("mvitv2_t", pretrained="mvitv2_b.fb_in1k")
+    with pytest.raises(ConfigError, match="not both"):
+        create_model("mvitv2_t", pretrained=True, checkpoint="x.pyth")
