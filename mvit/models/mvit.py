@@ -241,7 +241,8 @@ class MViT(nn.Module):
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tokens (B, N, C') -> logits (B, num_classes): class token, or the mean of the patch tokens."""
+        """Tokens (B, N, C') -> logits (B, num_classes): the class token, or the mean of the patch tokens
+        (``global_pool`` "token" or "avg"; see :meth:`reset_classifier`)."""
         x = x[:, 0] if self.global_pool == "token" else x[:, int(self.cls_embed_on) :].mean(dim=1)
         return x if pre_logits else self.head(x)
 
