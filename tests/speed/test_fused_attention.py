@@ -4,8 +4,7 @@ outputs and gradients of the explicit reference."""
 import pytest
 import torch
 
-from mvit.models import MViT
-from mvit.models import BlockSpec
+from mvit.models import BlockSpec, MViT
 from mvit.models.attention import MultiScaleAttention
 from mvit.models.rel_pos import decomposed_rel_pos_bias
 
