@@ -33,10 +33,10 @@ def example_input(model: nn.Module, batch_size: int = 2, seed: int = 0) -> torch
 
     A batch of 2 is the default: torch.export specialises a dimension of size 1, which would fix the batch.
     """
-    cfg = model.cfg
+    config = model.config
     generator = torch.Generator().manual_seed(seed)
     param = next(model.parameters())
-    x = torch.randn(batch_size, cfg.in_chans, *cfg.input_size, generator=generator)
+    x = torch.randn(batch_size, config.in_chans, *config.input_size, generator=generator)
     return x.to(device=param.device, dtype=param.dtype)
 
 

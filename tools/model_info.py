@@ -28,7 +28,7 @@ def count(model: MViT) -> Tuple[int, float, Dict[str, float]]:
     from fvcore.nn import FlopCountAnalysis
 
     params = sum(p.numel() for p in model.parameters())
-    x = torch.randn(1, model.in_chans, *model.cfg.input_size)
+    x = torch.randn(1, model.in_chans, *model.config.input_size)
     flops = FlopCountAnalysis(model.eval(), x)
     flops.unsupported_ops_warnings(False)
     flops.uncalled_modules_warnings(False)
@@ -45,7 +45,7 @@ def zoo_table() -> str:
         info = model_info(name)
         model = MViT(resolve_config(name, attn_impl="explicit"))
         params, gflops, _ = count(model)
-        size = "x".join(str(s) for s in model.cfg.input_size)
+        size = "x".join(str(s) for s in model.config.input_size)
         top1 = f"{info.published_top1:.1f}" if info.published_top1 else "-"
         rows.append(f"| `{name}` | {size} | {params:,} | {gflops:.3f} | {top1} |")
         print(rows[-1], file=sys.stderr, flush=True)
@@ -71,7 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     with model_argument(args.cfg or args.name):
         model = MViT(resolve_config(args.cfg or args.name, attn_impl="explicit"))
     params, gflops, by_op = count(model)
-    print(f"model: {args.cfg or args.name}  input: {tuple(model.cfg.input_size)}")
+    print(f"model: {args.cfg or args.name}  input: {tuple(model.config.input_size)}")
     print(f"parameters: {params:,}")
     print(f"GFLOPs: {gflops:.3f}")
     for op, value in by_op.items():

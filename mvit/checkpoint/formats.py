@@ -31,11 +31,12 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from iopath.common.file_io import g_pathmgr as PathManager
 from torch import nn
 
 from ..errors import report
+from ..models.pos_embed import resize_pos_grid
+from ..models.rel_pos import resize_rel_pos
 from .hub import resolve_checkpoint
 from .safe_io import load_pickle, read_safetensors, torch_load, write_safetensors
 from .state import CheckpointError, atomic_save
@@ -179,7 +180,7 @@ def _from_timm(state: StateDict, model: Optional[nn.Module]) -> StateDict:
             k = f"blocks.{offsets[int(m.group(1))] + int(m.group(2))}.{rest}"
         k = k.replace("head.fc.", "head.projection.")
         out[k] = v
-    if model is not None and getattr(model, "cls_embed_on", False) and not model.cfg.residual_pooling_cls:
+    if model is not None and getattr(model, "cls_embed_on", False) and not model.config.residual_pooling_cls:
         logger.warning(
             "timm class-token weights were trained with residual pooling on the class token too; "
             "build the model with residual_pooling_cls=True to reproduce timm's outputs"
@@ -259,7 +260,7 @@ def _fit_resize(name: str, value: torch.Tensor, target: torch.Tensor, model: nn.
     """Fine-tuning resizes: rel-pos tables, 2-D -> 3-D kernel inflation, position embeddings."""
     leaf = name.rsplit(".", 1)[-1]
     if leaf in ("rel_pos_h", "rel_pos_w", "rel_pos_t") and value.ndim == 2 and value.shape[1] == target.shape[1]:
-        return F.interpolate(value.t().unsqueeze(0), size=target.shape[0], mode="linear").squeeze(0).t()
+        return resize_rel_pos(value, target.shape[0])
     if (
         value.ndim == 4
         and target.ndim == 5
@@ -279,9 +280,8 @@ def _fit_resize(name: str, value: torch.Tensor, target: torch.Tensor, model: nn.
             and len(new_grid) == 2
             and math.prod(new_grid) == new_n
         ):
-            grid = value[:, extra:].reshape(1, old_side, old_side, -1).permute(0, 3, 1, 2)
-            grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic", align_corners=False)
-            return torch.cat((value[:, :extra], grid.permute(0, 2, 3, 1).reshape(1, new_n, -1)), dim=1)
+            grid = resize_pos_grid(value[:, extra:], (old_side, old_side), tuple(new_grid))
+            return torch.cat((value[:, :extra], grid), dim=1)
     return None
 
 
@@ -354,9 +354,9 @@ def save_weights(model: nn.Module, path: str, extra: Optional[dict] = None) -> N
     any other path a ``torch.save`` file that loads with ``weights_only=True``.
     """
     obj = {"format": WEIGHTS_FORMAT, "model": model.state_dict()}
-    cfg = getattr(model, "cfg", None)
-    if cfg is not None:
-        obj["model_config"] = asdict(cfg)
+    config = getattr(model, "config", None)
+    if config is not None:
+        obj["model_config"] = asdict(config)
     obj.update(extra or {})
     save_state(obj, os.fspath(path))
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..config import ConfigError
 
-__all__ = ["build_optimizer", "layer_id", "lr_scale_factor", "no_weight_decay_names", "param_groups"]
+__all__ = ["build_optimizer", "layer_id", "layer_ids", "lr_scale_factor", "no_weight_decay_names", "param_groups"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +40,29 @@ def no_weight_decay_names(model: nn.Module, zero_wd_1d: bool = True, zero_wd_pos
 
 def layer_id(name: str, num_layers: int) -> int:
     """Depth of a parameter for layer-wise lr decay: 0 for the stem (patch embedding, class token, position
-    embeddings), ``i + 1`` for ``blocks.{i}``, ``num_layers + 1`` for the final norm and the head."""
+    embeddings), ``i + 1`` for ``blocks.{i}``, ``num_layers + 1`` for the final norm and the head (the fallback
+    of :func:`layer_ids` for modules without ``group_matcher``)."""
     match = _BLOCK.match(name)
     if match:
         return int(match.group(1)) + 1
     if _STEM.match(name):
         return 0
     return num_layers + 1
+
+
+def layer_ids(model: nn.Module) -> dict[str, int]:
+    """Depth of every parameter for layer-wise lr decay, 0 for the first group.
+
+    From the model's timm-style ``group_matcher()`` when it has one (grouped by ``timm.models.group_parameters``,
+    as timm's own layer decay does: groups in order, unmatched parameters last); by name with :func:`layer_id`
+    otherwise.
+    """
+    if hasattr(model, "group_matcher"):
+        from timm.models import group_parameters
+
+        return group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+    num_layers = len(model.blocks) if hasattr(model, "blocks") else 0
+    return {name: layer_id(name, num_layers) for name, _ in model.named_parameters()}
 
 
 def param_groups(
@@ -60,15 +76,17 @@ def param_groups(
     """Parameter groups for a torch optimizer.
 
     Each group has ``params``, ``param_names``, ``weight_decay`` and ``lr_scale`` (multiplied into the scheduled
-    lr: ``layer_decay ** (num_layers + 1 - layer_id)``; 1.0 for every group when ``layer_decay == 1``).
+    lr: ``layer_decay ** (last_layer - layer_id)`` with :func:`layer_ids`; 1.0 for every group when
+    ``layer_decay == 1``).
     """
     skip = no_weight_decay_names(model, zero_wd_1d, zero_wd_pos_cls)
-    num_layers = len(model.blocks) if hasattr(model, "blocks") else 0
+    ids = layer_ids(model) if layer_decay != 1.0 else {}
+    last_layer = max(ids.values(), default=0)
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        lid = layer_id(name, num_layers) if layer_decay != 1.0 else 0
+        lid = ids.get(name, 0)
         decay = name not in skip
         group = groups.setdefault(
             (lid, decay),
@@ -76,7 +94,7 @@ def param_groups(
                 "params": [],
                 "param_names": [],
                 "weight_decay": weight_decay if decay else 0.0,
-                "lr_scale": layer_decay ** (num_layers + 1 - lid) if layer_decay != 1.0 else 1.0,
+                "lr_scale": layer_decay ** (last_layer - lid) if layer_decay != 1.0 else 1.0,
             },
         )
         group["params"].append(p)

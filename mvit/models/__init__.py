@@ -1,9 +1,11 @@
 """MViTv2 models: config, layers, attention, the model, its zoo, and ``create_model`` (the one builder)."""
 
-from .attention import MultiScaleAttention, MultiScaleBlock, decomposed_rel_pos_bias
+from .attention import MultiScaleAttention
+from .block import MultiScaleBlock
 from .build import create_model, resolve_config
 from .config import BlockSpec, MViTConfig
 from .mvit import MViT
+from .rel_pos import decomposed_rel_pos_bias
 from .zoo import ModelInfo, list_models, model_info, register_model
 
 __all__ = [

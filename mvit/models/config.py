@@ -30,7 +30,8 @@ def round_width(width: float, multiplier: float, divisor: int = 1) -> int:
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """Everything one :class:`MultiScaleBlock` needs, resolved from :class:`MViTConfig`."""
+    """Everything one :class:`MultiScaleBlock` and its :class:`MultiScaleAttention` need, resolved from
+    :class:`MViTConfig` (see its fields for the meaning of the flags; the defaults are its defaults)."""
 
     dim: int
     dim_out: int
@@ -40,8 +41,26 @@ class BlockSpec:
     stride_q: Tuple[int, ...]
     kernel_kv: Tuple[int, ...]  # () = no k/v pooling
     stride_kv: Tuple[int, ...]
-    drop_path: float
-    window_size: int  # 0 = global attention
+    drop_path: float = 0.0
+    window_size: int = 0  # 0 = global attention
+    mlp_ratio: float = 4.0
+    dim_mul_in_att: bool = True  # the attention (True) or the MLP (False) changes the width
+    norm_eps: float = 1e-6
+    qkv_bias: bool = True
+    mode: str = "conv"  # pooling: "conv", "max" or "avg"
+    pool_first: bool = False
+    has_cls: bool = False  # a class token precedes the patch tokens
+    rel_pos_spatial: bool = True
+    rel_pos_temporal: bool = False
+    rel_pos_zero_init: bool = False
+    residual_pooling: bool = True
+    residual_pooling_cls: bool = False
+    attn_impl: str = "auto"  # "auto", "sdpa" or "explicit"
+
+    @property
+    def attn_dim(self) -> int:
+        """Width of the attention output (and of the MLP's input)."""
+        return self.dim_out if self.dim_mul_in_att else self.dim
 
 
 @dataclass
@@ -271,6 +290,19 @@ class MViTConfig:
                     stride_kv=skv,
                     drop_path=drop_path[i],
                     window_size=int(windows[i]),
+                    mlp_ratio=self.mlp_ratio,
+                    dim_mul_in_att=self.dim_mul_in_att,
+                    norm_eps=self.norm_eps,
+                    qkv_bias=self.qkv_bias,
+                    mode=self.mode,
+                    pool_first=self.pool_first,
+                    has_cls=self.cls_embed_on,
+                    rel_pos_spatial=self.rel_pos_spatial,
+                    rel_pos_temporal=self.rel_pos_temporal,
+                    rel_pos_zero_init=self.rel_pos_zero_init,
+                    residual_pooling=self.residual_pooling,
+                    residual_pooling_cls=self.residual_pooling_cls,
+                    attn_impl=self.attn_impl,
                 )
             )
             if stride_q[i]:

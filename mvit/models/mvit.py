@@ -7,86 +7,77 @@ Parameter names follow the official release (``patch_embed.proj``, ``blocks.{i}.
 
 from __future__ import annotations
 
-from typing import Dict, List, Set, Tuple
+import math
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
-from .attention import MultiScaleBlock
+from .block import MultiScaleBlock
 from .config import MViTConfig
 from .layers import ClassifierHead, PatchEmbed
+from .pos_embed import resize_pos_grid
 
 __all__ = ["MViT"]
+
+Grid = Tuple[int, ...]
 
 
 class MViT(nn.Module):
     """Multiscale Vision Transformer v2.
 
     Args:
-        cfg: architecture; ``len(cfg.input_size)`` (2 or 3) selects images or video.
+        config: architecture; ``len(config.input_size)`` (2 or 3) selects images or video. Kept as
+            ``model.config`` (``cfg`` is an experiment config in this project, never the model's).
 
-    Inputs other than the build size ``cfg.input_size`` work: relative position tables (and absolute position
+    Inputs other than the build size ``config.input_size`` work: relative position tables (and absolute position
     embeddings) are interpolated at run time; at the build size nothing is interpolated.
+
+    Besides ``forward`` it has timm's model interface: ``forward_features``, ``forward_head``,
+    ``forward_intermediates``, ``get_classifier``, ``reset_classifier``, ``no_weight_decay``, ``group_matcher``,
+    ``set_grad_checkpointing`` and ``feature_info``; ``forward_multiscale`` gives detectron2-style stage maps.
     """
 
-    def __init__(self, cfg: MViTConfig) -> None:
+    def __init__(self, config: MViTConfig) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.ndim = cfg.ndim
-        self.in_chans = cfg.in_chans
-        self.num_classes = cfg.num_classes
-        self.cls_embed_on = cfg.cls_embed_on
-        self.grad_checkpointing = cfg.act_checkpoint
+        self.config = config
+        self.ndim = config.ndim
+        self.in_chans = config.in_chans
+        self.num_classes = config.num_classes
+        self.cls_embed_on = config.cls_embed_on
+        self.global_pool = "token" if config.cls_embed_on else "avg"
+        self.grad_checkpointing = config.act_checkpoint
         self.patch_embed = PatchEmbed(
-            cfg.in_chans, cfg.embed_dim, cfg.patch_kernel, cfg.patch_stride, cfg.patch_padding
+            config.in_chans, config.embed_dim, config.patch_kernel, config.patch_stride, config.patch_padding
         )
-        self.patch_grid = cfg.patch_grid
+        self.patch_grid = config.patch_grid
 
-        if cfg.cls_embed_on:
-            self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
-        num_patches = 1
-        for s in self.patch_grid:
-            num_patches *= s
-        self.sep_pos_embed = cfg.use_abs_pos and cfg.sep_pos_embed and self.ndim == 3
-        if cfg.use_abs_pos:
+        dim = config.embed_dim
+        if config.cls_embed_on:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.sep_pos_embed = config.use_abs_pos and config.sep_pos_embed and self.ndim == 3
+        if config.use_abs_pos:
             if self.sep_pos_embed:
                 t, h, w = self.patch_grid
-                self.pos_embed_spatial = nn.Parameter(torch.zeros(1, h * w, cfg.embed_dim))
-                self.pos_embed_temporal = nn.Parameter(torch.zeros(1, t, cfg.embed_dim))
-                if cfg.cls_embed_on:
-                    self.pos_embed_class = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+                self.pos_embed_spatial = nn.Parameter(torch.zeros(1, h * w, dim))
+                self.pos_embed_temporal = nn.Parameter(torch.zeros(1, t, dim))
+                if config.cls_embed_on:
+                    self.pos_embed_class = nn.Parameter(torch.zeros(1, 1, dim))
             else:
-                self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + int(cfg.cls_embed_on), cfg.embed_dim))
+                num_tokens = math.prod(self.patch_grid) + int(config.cls_embed_on)
+                self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, dim))
 
-        self.block_specs = cfg.block_specs()
-        attn_kwargs = dict(
-            qkv_bias=cfg.qkv_bias,
-            mode=cfg.mode,
-            pool_first=cfg.pool_first,
-            has_cls=cfg.cls_embed_on,
-            rel_pos_spatial=cfg.rel_pos_spatial,
-            rel_pos_temporal=cfg.rel_pos_temporal,
-            rel_pos_zero_init=cfg.rel_pos_zero_init,
-            residual_pooling=cfg.residual_pooling,
-            residual_pooling_cls=cfg.residual_pooling_cls,
-            attn_impl=cfg.attn_impl,
-        )
-        self.blocks = nn.ModuleList(
-            MultiScaleBlock(
-                spec, mlp_ratio=cfg.mlp_ratio, dim_mul_in_att=cfg.dim_mul_in_att, norm_eps=cfg.norm_eps, **attn_kwargs
-            )
-            for spec in self.block_specs
-        )
-        self.stage_ends = cfg.stage_ends()
+        self.block_specs = config.block_specs()
+        self.blocks = nn.ModuleList(MultiScaleBlock(spec) for spec in self.block_specs)
+        self.stage_ends = config.stage_ends()
         self.feature_info = self._feature_info()
-        if cfg.out_norm:
+        if config.out_norm:
             for info in self.feature_info:
-                self.add_module(f"{info['name']}_norm", nn.LayerNorm(info["num_chs"], eps=cfg.norm_eps))
+                self.add_module(f"{info['name']}_norm", nn.LayerNorm(info["num_chs"], eps=config.norm_eps))
         self.num_features = self.block_specs[-1].dim_out
-        self.norm = nn.LayerNorm(self.num_features, eps=cfg.norm_eps) if cfg.final_norm else nn.Identity()
-        self.head = ClassifierHead(self.num_features, cfg.num_classes, cfg.head_dropout)
+        self.norm = nn.LayerNorm(self.num_features, eps=config.norm_eps) if config.final_norm else nn.Identity()
+        self.head = ClassifierHead(self.num_features, config.num_classes, config.head_dropout)
         self._init_weights()
 
     # ------------------------------------------------------------------ init and metadata
@@ -104,7 +95,7 @@ class MViT(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def _feature_info(self) -> List[dict]:
-        info, reduction = [], self.cfg.patch_stride[-1]
+        info, reduction = [], self.config.patch_stride[-1]
         for k, end in enumerate(self.stage_ends):
             if k > 0:
                 start = self.block_specs[self.stage_ends[k - 1] + 1]
@@ -120,16 +111,25 @@ class MViT(nn.Module):
         keys = ("cls_token", "pos_embed", "rel_pos_h", "rel_pos_w", "rel_pos_t")
         return {name for name, _ in self.named_parameters() if any(k in name.split(".")[-1] for k in keys)}
 
-    def layer_index(self, name: str) -> int:
-        """Depth of a parameter for layer-wise lr decay: 0 for the stem, i + 1 for block i, depth + 1 after."""
-        if name.startswith(("patch_embed", "cls_token", "pos_embed")):
-            return 0
-        if name.startswith("blocks."):
-            return int(name.split(".")[1]) + 1
-        return len(self.blocks) + 1
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Union[str, List[Tuple[str, Optional[tuple]]]]]:
+        """Parameter groups in timm's form (``timm.models.group_parameters``), for layer-wise lr decay.
+
+        Ordered groups: the stem (patch embedding, class token, position embeddings), then one group per block
+        (per stage when ``coarse``); what no rule matches (final norm, output norms, head) forms the last group.
+        """
+        if not coarse:
+            return dict(stem=r"^(?:cls_token|pos_embed|patch_embed)", blocks=[(r"^blocks\.(\d+)\.", None)])
+        starts = [0] + [end + 1 for end in self.stage_ends[:-1]]
+        stages = [
+            (rf"^blocks\.(?:{'|'.join(str(i) for i in range(start, end + 1))})\.", (k,))
+            for k, (start, end) in enumerate(zip(starts, self.stage_ends))
+        ]
+        return dict(stem=r"^(?:cls_token|pos_embed|patch_embed)", blocks=stages)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations (training only)."""
         self.grad_checkpointing = enable
 
     def set_attn_impl(self, impl: str) -> None:
@@ -139,13 +139,30 @@ class MViT(nn.Module):
         for blk in self.blocks:
             blk.attn.attn_impl = impl
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classification head (fine-tuning with another label set)."""
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        """The classifier's linear layer (``nn.Identity`` without classes)."""
+        return self.head.projection
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classification head (fine-tuning with another label set), on the model's device and dtype.
+
+        ``global_pool``: "token" (the class token; needs ``cls_embed_on``) or "avg" (mean of the patch tokens);
+        None keeps the current pooling.
+        """
+        if global_pool is not None:
+            if global_pool not in ("avg", "token"):
+                raise ValueError(f"reset_classifier: global_pool must be 'avg' or 'token', got {global_pool!r}")
+            if global_pool == "token" and not self.cls_embed_on:
+                raise ValueError("reset_classifier: global_pool='token' needs a model with a class token")
+            self.global_pool = global_pool
         self.num_classes = num_classes
-        self.head = ClassifierHead(self.num_features, num_classes, self.cfg.head_dropout)
+        param = next(self.parameters())
+        head = ClassifierHead(self.num_features, num_classes, self.config.head_dropout)
         if num_classes > 0:
-            nn.init.trunc_normal_(self.head.projection.weight, std=0.02)
-            nn.init.zeros_(self.head.projection.bias)
+            nn.init.trunc_normal_(head.projection.weight, std=0.02)
+            nn.init.zeros_(head.projection.bias)
+        self.head = head.to(device=param.device, dtype=param.dtype).train(self.training)
 
     # ------------------------------------------------------------------ forward
     def _check_input(self, x: torch.Tensor) -> None:
@@ -157,17 +174,17 @@ class MViT(nn.Module):
                 f"MViT expects {self.in_chans} input channels {axes}, got {x.shape[1]} in {tuple(x.shape)}"
             )
 
-    def _abs_pos(self, grid: Tuple[int, ...]) -> torch.Tensor:
+    def _abs_pos(self, grid: Grid) -> torch.Tensor:
         """Absolute position embedding for a token grid, interpolated when it differs from the build grid."""
         cls_on = self.cls_embed_on
         if self.sep_pos_embed:
             t0, h0, w0 = self.patch_grid
             spatial = self.pos_embed_spatial
             if (h0, w0) != tuple(grid[1:]):
-                spatial = _resize_grid(spatial, (h0, w0), grid[1:], "bicubic")
+                spatial = resize_pos_grid(spatial, (h0, w0), grid[1:])
             temporal = self.pos_embed_temporal
             if t0 != grid[0]:
-                temporal = _resize_grid(temporal, (t0,), grid[:1], "linear")
+                temporal = resize_pos_grid(temporal, (t0,), grid[:1])
             pos = (spatial.unsqueeze(1) + temporal.unsqueeze(2)).flatten(1, 2)
             if cls_on:
                 pos = torch.cat((self.pos_embed_class, pos), dim=1)
@@ -175,24 +192,46 @@ class MViT(nn.Module):
         pos = self.pos_embed
         if tuple(grid) != tuple(self.patch_grid):
             cls_pos, patch_pos = (pos[:, :1], pos[:, 1:]) if cls_on else (None, pos)
-            mode = "bicubic" if self.ndim == 2 else "trilinear"
-            patch_pos = _resize_grid(patch_pos, self.patch_grid, grid, mode)
+            patch_pos = resize_pos_grid(patch_pos, self.patch_grid, grid)
             pos = torch.cat((cls_pos, patch_pos), dim=1) if cls_on else patch_pos
         return pos
 
-    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, ...]]:
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Grid]:
         self._check_input(x)
         x, grid = self.patch_embed(x)
         if self.cls_embed_on:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-        if self.cfg.use_abs_pos:
+        if self.config.use_abs_pos:
             x = x + self._abs_pos(grid)
         return x, grid
 
-    def _run_block(self, blk: nn.Module, x: torch.Tensor, thw: Tuple[int, ...]):
+    def _run_block(self, blk: nn.Module, x: torch.Tensor, thw: Grid):
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
             return grad_checkpoint(blk, x, thw, use_reentrant=False)
         return blk(x, thw)
+
+    def _forward_stages(
+        self, x: torch.Tensor, take: Sequence[int], last: int
+    ) -> Tuple[torch.Tensor, List[Tuple[int, torch.Tensor, Grid]]]:
+        """Embed ``x`` and run the blocks up to the end of stage ``last``; return the tokens there and
+        ``(stage, tokens, grid)`` at the end of every stage in ``take``."""
+        x, thw = self._embed(x)
+        taken: List[Tuple[int, torch.Tensor, Grid]] = []
+        stage = 0
+        for i, blk in enumerate(self.blocks[: self.stage_ends[last] + 1]):
+            x, thw = self._run_block(blk, x, thw)
+            if i == self.stage_ends[stage]:
+                if stage in take:
+                    taken.append((stage, x, thw))
+                stage += 1
+        return x, taken
+
+    def _token_map(self, tokens: torch.Tensor, thw: Grid, norm: Optional[nn.Module] = None) -> torch.Tensor:
+        """Tokens (B, [1 +] N, C) -> feature map (B, C, [T,] H, W) of the patch tokens, through ``norm`` if given."""
+        patches = tokens[:, int(self.cls_embed_on) :]
+        if norm is not None:
+            patches = norm(patches)
+        return patches.transpose(1, 2).reshape(tokens.shape[0], -1, *thw)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, [T,] H, W) -> tokens after the final norm, (B, N, C') (class token first when used)."""
@@ -202,38 +241,83 @@ class MViT(nn.Module):
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tokens (B, N, C') -> logits (B, num_classes): class token, or the mean of the patch tokens."""
-        x = x[:, 0] if self.cls_embed_on else x.mean(dim=1)
+        """Tokens (B, N, C') -> logits (B, num_classes): the class token, or the mean of the patch tokens
+        (``global_pool`` "token" or "avg"; see :meth:`reset_classifier`)."""
+        x = x[:, 0] if self.global_pool == "token" else x[:, int(self.cls_embed_on) :].mean(dim=1)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, [T,] H, W) -> logits (B, num_classes). No softmax, in train or eval mode."""
         return self.forward_head(self.forward_features(x))
 
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, Sequence[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: Optional[str] = None,
+        intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Stage outputs, with timm's semantics (one intermediate per stage, as timm's MViTv2).
+
+        Args:
+            x: (B, C, H, W) or (B, C, T, H, W).
+            indices: stages to return: all when None, the last n for an int n, else these (negative from the end).
+            norm: apply the final norm to the last stage's intermediate.
+            stop_early: stop after the last stage asked for (the final output is then the un-normed tokens there).
+            output_fmt: "NCHW" (2-D, the default) or "NCTHW" (3-D, the default): maps without the class token;
+                "NLC": tokens as the blocks give them, class token first when used.
+            intermediates_only: return the list only.
+
+        Returns:
+            ``(final tokens, [intermediates])`` (the final tokens equal :meth:`forward_features` when not stopped
+            early), or the list alone with ``intermediates_only``.
+        """
+        spatial_fmt = "NCHW" if self.ndim == 2 else "NCTHW"
+        output_fmt = output_fmt or spatial_fmt
+        if output_fmt not in (spatial_fmt, "NLC"):
+            raise ValueError(f"forward_intermediates: output_fmt for a {self.ndim}-D model is {spatial_fmt!r} or 'NLC'")
+        take = _take_indices(len(self.stage_ends), indices)
+        last_stage = len(self.stage_ends) - 1
+        last = max(take) if stop_early else last_stage
+        x, taken = self._forward_stages(x, take, last)
+        intermediates = []
+        for stage, tokens, thw in taken:
+            if norm and stage == last_stage:
+                tokens = self.norm(tokens)
+            intermediates.append(tokens if output_fmt == "NLC" else self._token_map(tokens, thw))
+        if intermediates_only:
+            return intermediates
+        return (self.norm(x) if last == last_stage else x), intermediates
+
     def forward_multiscale(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Stage outputs as feature maps: {"scale2": (B, C2, [T,] H/4, W/4), ..., "scale5": (..., H/32, W/32)}.
 
-        The class token is dropped; each map goes through its own LayerNorm when ``cfg.out_norm``.
+        The class token is dropped; each map goes through its own LayerNorm when ``config.out_norm``.
         """
-        x, thw = self._embed(x)
+        stages = range(len(self.stage_ends))
+        _, taken = self._forward_stages(x, stages, stages[-1])
         outputs: Dict[str, torch.Tensor] = {}
-        ends = {info["index"]: info["name"] for info in self.feature_info}
-        sp = 1 if self.cls_embed_on else 0
-        for i, blk in enumerate(self.blocks):
-            x, thw = self._run_block(blk, x, thw)
-            if i in ends:
-                name = ends[i]
-                feat = x[:, sp:]
-                if self.cfg.out_norm:
-                    feat = getattr(self, f"{name}_norm")(feat)
-                outputs[name] = feat.transpose(1, 2).reshape(x.shape[0], -1, *thw)
+        for stage, tokens, thw in taken:
+            name = self.feature_info[stage]["name"]
+            norm = getattr(self, f"{name}_norm") if self.config.out_norm else None
+            outputs[name] = self._token_map(tokens, thw, norm)
         return outputs
 
 
-def _resize_grid(pos: torch.Tensor, old: Tuple[int, ...], new: Tuple[int, ...], mode: str) -> torch.Tensor:
-    """Resize a (1, prod(old), C) position embedding laid out on grid ``old`` to grid ``new``."""
-    C = pos.shape[-1]
-    grid = pos.reshape(1, *old, C).movedim(-1, 1)
-    kwargs = {} if mode == "nearest" else {"align_corners": False}
-    grid = F.interpolate(grid, size=tuple(new), mode=mode, **kwargs)
-    return grid.movedim(1, -1).reshape(1, -1, C)
+def _take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:
+    """timm's ``feature_take_indices``: None -> all, int n -> the last n, a sequence -> those (negatives wrap)."""
+    if indices is None:
+        indices = num_stages
+    if isinstance(indices, int):
+        if not 0 < indices <= num_stages:
+            raise ValueError(f"forward_intermediates: last-n indices={indices} is out of range (1 to {num_stages})")
+        return list(range(num_stages - indices, num_stages))
+    take = []
+    for index in indices:
+        idx = num_stages + index if index < 0 else index
+        if not 0 <= idx < num_stages:
+            raise ValueError(f"forward_intermediates: stage index {index} is out of range ({num_stages} stages)")
+        take.append(idx)
+    return take

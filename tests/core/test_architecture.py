@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import mvit
-from mvit.models import MViTConfig
+from mvit.models import MViT, MViTConfig
 
 
 def test_adaptive_kv_stride_shrinks_in_the_block_that_pools_q():
@@ -82,3 +82,18 @@ def test_multiscale_outputs(make_tiny):
         "scale4": (1, 64, 4, 4),
         "scale5": (1, 128, 2, 2),
     }
+
+
+def test_block_specs_carry_every_block_flag_to_the_modules(make_tiny_config):
+    config = make_tiny_config(
+        cls_embed_on=True, qkv_bias=False, mode="max", norm_eps=1e-5, mlp_ratio=2.0, attn_impl="explicit"
+    )
+    specs = config.block_specs()
+    assert {(s.has_cls, s.qkv_bias, s.mode, s.norm_eps, s.mlp_ratio, s.attn_impl) for s in specs} == {
+        (True, False, "max", 1e-5, 2.0, "explicit")
+    }
+    model = MViT(config)
+    for spec, blk in zip(specs, model.blocks):
+        assert blk.attn.qkv.bias is None and blk.attn.has_cls and blk.attn.attn_impl == "explicit"
+        assert isinstance(blk.attn.pool_k, nn.MaxPool2d) and blk.attn.norm_k is None
+        assert blk.norm1.eps == 1e-5 and blk.mlp.fc1.out_features == 2 * spec.attn_dim

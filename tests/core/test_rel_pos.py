@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from mvit.models.attention import decomposed_rel_pos_bias, rel_pos_index
+from mvit.models.rel_pos import decomposed_rel_pos_bias, rel_pos_index
 
 
 def _index(q_pos: int, k_pos: int, q_size: int, k_size: int) -> int:

@@ -1,5 +1,7 @@
 """Gradients reach every parameter; a tiny model overfits one small batch."""
 
+from collections import Counter
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 )
 def test_gradient_reaches_every_parameter(ndim, overrides, make_tiny):
     model = make_tiny(ndim=ndim, **overrides).train()
-    x = torch.randn(2, 3, *model.cfg.input_size)
+    x = torch.randn(2, 3, *model.config.input_size)
     # Features of every token enter the loss: with a class token the head alone ignores the last patch queries.
     tokens = model.forward_features(x)
     loss = model.forward_head(tokens).logsumexp(dim=1).mean() + tokens.square().mean()
@@ -46,14 +48,25 @@ def test_tiny_model_overfits_one_batch(make_tiny):
     assert loss.item() < 0.1 * first
 
 
-def test_grad_checkpointing_gives_same_gradients(make_tiny, perturb):
+def test_grad_checkpointing_recomputes_every_block_with_the_same_gradients(make_tiny, perturb):
     model = perturb(make_tiny(ndim=3)).train()
-    x = torch.randn(2, 3, *model.cfg.input_size)
+    runs = Counter()
+    for i, blk in enumerate(model.blocks):
+        # A pre-hook: the recomputation stops early (torch's non-reentrant checkpoint), before a forward hook.
+        blk.register_forward_pre_hook(lambda module, args, i=i: runs.update([i]))
+    x = torch.randn(2, 3, *model.config.input_size)
     grads = []
     for enable in (False, True):
         model.zero_grad()
+        runs.clear()
         model.set_grad_checkpointing(enable)
         model.forward_features(x).sum().backward()
+        # Checkpointing runs each block's forward again in the backward pass.
+        assert runs == {i: 2 if enable else 1 for i in range(len(model.blocks))}, enable
         grads.append([p.grad.clone() for name, p in model.named_parameters() if not name.startswith("head.")])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+    runs.clear()
+    with torch.no_grad():
+        model(x)
+    assert runs == {i: 1 for i in range(len(model.blocks))}  # nothing to recompute without gradients

@@ -46,7 +46,7 @@ def _gflops(name: str) -> float:
     from fvcore.nn import FlopCountAnalysis
 
     model = MViT(resolve_config(name, attn_impl="explicit")).eval()
-    flops = FlopCountAnalysis(model, torch.randn(1, 3, *model.cfg.input_size))
+    flops = FlopCountAnalysis(model, torch.randn(1, 3, *model.config.input_size))
     flops.unsupported_ops_warnings(False)
     flops.uncalled_modules_warnings(False)
     with torch.no_grad():

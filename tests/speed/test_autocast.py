@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mvit.models.attention import pool_tokens
+from mvit.models.pooling import pool_tokens
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -13,7 +13,7 @@ from mvit.models.attention import pool_tokens
 @pytest.mark.parametrize("impl", ["auto", "sdpa", "explicit"])
 def test_autocast_inference_and_training(dtype, ndim, overrides, impl, make_model):
     model = make_model(ndim, attn_impl=impl, **overrides)
-    x = torch.randn(2, 3, *model.cfg.input_size)
+    x = torch.randn(2, 3, *model.config.input_size)
     model.eval()
     with torch.no_grad():
         reference = model(x)
@@ -38,7 +38,7 @@ def test_bf16_training_gives_the_fp32_gradients_of_3d_pooling_convolutions(cls_e
     return wrong weight gradients (see ``_bf16_weight_grad_needs_channels_first``): ours must match fp32 to bf16
     precision."""
     model = make_model(3, drop_path_rate=0.0, cls_embed_on=cls_embed_on).train()
-    x = torch.randn(2, 3, *model.cfg.input_size)
+    x = torch.randn(2, 3, *model.config.input_size)
     model(x).logsumexp(dim=1).mean().backward()
     reference = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad()

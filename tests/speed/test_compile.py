@@ -25,7 +25,7 @@ def test_compiled_training_matches_eager(ndim, overrides, make_model):
     """Training graphs: the explicit attention (small tiny-model blocks under "auto") and the folded SDPA path."""
     torch._dynamo.reset()
     model = make_model(ndim, **overrides).train()
-    x = torch.randn(2, 3, *model.cfg.input_size)
+    x = torch.randn(2, 3, *model.config.input_size)
     torch.compile(model, fullgraph=True)(x).logsumexp(dim=1).mean().backward()
     compiled = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
