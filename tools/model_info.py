@@ -4,6 +4,7 @@
     python tools/model_info.py mvitv2_t
     python tools/model_info.py --cfg configs/K400/MVITv2_S_16x4.yaml
     python tools/model_info.py --zoo-table          # the README's model zoo table (all models)
+    python tools/model_info.py --weights            # the released weights: tags for pretrained= / zoo:<tag>
 
 FLOPs follow fvcore: batch 1, one multiply-add counted as one flop. The explicit attention path is used
 for counting because fvcore has no handle for fused attention kernels.
@@ -52,12 +53,28 @@ def zoo_table() -> str:
     return "\n".join(rows)
 
 
+def weights_table() -> str:
+    """Markdown table of the registered releases (``mvit.models.weights``)."""
+    from mvit.models.weights import get_weights, list_weights
+
+    rows = ["| tag | loads into | publisher | data | published | file |", "|---|---|---|---|---|---|"]
+    for tag in list_weights():
+        w = get_weights(tag)
+        into = f"`{w.arch}`" + (f" ({w.detector} detector)" if w.detector else "")
+        if w.overrides:
+            into += " with " + ", ".join(f"{k}={v}" for k, v in sorted(w.overrides.items()))
+        metrics = ", ".join(f"{k} {v:g}" for k, v in w.metrics.items()) or "-"
+        rows.append(f"| `{tag}` | {into} | {w.publisher} | {w.dataset} | {metrics} | [{w.file_name}]({w.url}) |")
+    return "\n".join(rows)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", nargs="?", help="zoo name (see --list)")
     parser.add_argument("--cfg", help="experiment config yaml instead of a zoo name")
     parser.add_argument("--list", action="store_true", help="list zoo names")
     parser.add_argument("--zoo-table", action="store_true", help="print the markdown table of every zoo model")
+    parser.add_argument("--weights", action="store_true", help="print the table of released weights (tags)")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     if args.list:
@@ -65,6 +82,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     if args.zoo_table:
         print(zoo_table())
+        return
+    if args.weights:
+        print(weights_table())
         return
     if not (args.name or args.cfg):
         raise UserError("give a zoo name or --cfg FILE")

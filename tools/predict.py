@@ -4,12 +4,19 @@
     python tools/predict.py --cfg configs/DEMO/MVITv2_digits.yaml --checkpoint output/digits/checkpoints/best.pyth \
         data/digits/val/3/0045.png [MORE FILES ...] [--opts KEY VALUE ...]
 
-Weights: any format the core loads (official ``.pyth``, PySlowFast, timm, torchvision, ..., this engine's
-checkpoints). Class names: ImageNet's for 1000-class models and Kinetics-400's for 400-class video models
-(from torchvision's weights metadata), else the names stored in the checkpoint by training, else the class
-folders under ``DATA.PATH_TO_DATA_DIR/train``, else indices. Each file goes through the input loader that a
-project registered for its suffix (:func:`mvit.engine.register_input_loader`): images through the
-classification project's test transform, videos through the video project's.
+    python tools/predict.py --cfg configs/IN1K/MVITv2_T.yaml --pretrained photo.jpg   # mvitv2_t.fb_in1k
+
+Weights: ``--checkpoint`` in any format the core loads (official ``.pyth``, PySlowFast, timm, torchvision, ...,
+this engine's checkpoints; a URL or ``zoo:<tag>`` too), or ``--pretrained``: the release of the config's
+``MVIT.ARCH`` (another release: ``--checkpoint zoo:<tag>``), from torch.hub's cache, downloaded when missing.
+
+Class names, in order: the names a training checkpoint stores, the data set's
+(``DATA.PATH_TO_DATA_DIR/classes.txt``, one per line, or the class folders of ``train/``), the released
+weights' class set (ImageNet-1k, Kinetics-400, through torchvision's public weights metadata), else indices.
+
+Each file goes through the input loader that a project registered for its suffix
+(:func:`mvit.engine.register_input_loader`): images through the classification project's test transform,
+videos through the video project's.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from mvit.engine import find_input_loader
 from mvit.engine.plugins import load_projects
 from mvit.errors import USER_ERROR_EXIT_CODE, UserError, report, run_cli
 from mvit.models import create_model
+from mvit.models.weights import class_names as weights_class_names
+from mvit.models.weights import get_weights
 from mvit.utils.cli import ArgumentParser
 
 # The projects whose input loaders read the files (images, videos) and whose config keys the yaml may use.
@@ -36,24 +45,33 @@ PROJECTS = ("projects.classification", "projects.video")
 __all__ = ["class_names", "main", "predict"]
 
 
-def class_names(cfg: CfgNode, checkpoint: Optional[dict[str, Any]] = None) -> list[str]:
-    """Names of the model's ``MODEL.NUM_CLASSES`` outputs (see the module docstring for the order of sources)."""
-    from torchvision.models._meta import _IMAGENET_CATEGORIES, _KINETICS400_CATEGORIES
+def class_names(cfg: CfgNode, checkpoint: Optional[dict[str, Any]] = None, class_set: str = "") -> list[str]:
+    """Names of the model's ``MODEL.NUM_CLASSES`` outputs (see the module docstring for the order of sources).
 
+    ``class_set``: the released weights' set (``Weights.class_set``); without one, a 1000-class image model is
+    taken as ImageNet-1k and a 400-class video model as Kinetics-400, the sets of this project's releases.
+    """
     n = cfg.MODEL.NUM_CLASSES
-    video = cfg.DATA.NUM_FRAMES > 1 or len(cfg.MVIT.PATCH_KERNEL) == 3
-    if n == 1000 and not video:
-        return list(_IMAGENET_CATEGORIES)
-    if n == 400 and video:
-        return list(_KINETICS400_CATEGORIES)
     stored = (checkpoint or {}).get("class_names")
     if stored and len(stored) == n:
         return list(stored)
-    train_dir = os.path.join(cfg.DATA.PATH_TO_DATA_DIR or "", "train")
-    if cfg.DATA.PATH_TO_DATA_DIR and os.path.isdir(train_dir):
+    root = cfg.DATA.PATH_TO_DATA_DIR
+    if root and os.path.isfile(os.path.join(root, "classes.txt")):
+        with open(os.path.join(root, "classes.txt")) as f:
+            listed = [line.strip() for line in f if line.strip()]
+        if len(listed) == n:
+            return listed
+    train_dir = os.path.join(root or "", "train")
+    if root and os.path.isdir(train_dir):
         folders = sorted(e.name for e in os.scandir(train_dir) if e.is_dir() and not e.name.startswith("."))
         if len(folders) == n:
             return folders
+    if not class_set:
+        video = cfg.DATA.NUM_FRAMES > 1 or len(cfg.MVIT.PATCH_KERNEL) == 3
+        class_set = {(1000, False): "imagenet-1k", (400, True): "kinetics-400"}.get((n, video), "")
+    released = weights_class_names(class_set) if class_set else None
+    if released and len(released) == n:
+        return released
     return [f"class {i}" for i in range(n)]
 
 
@@ -79,7 +97,13 @@ def _load_state(model: torch.nn.Module, state: dict[str, Any], path: str, cfg_fi
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", dest="cfg_file", required=True, help="config yaml of the model")
-    parser.add_argument("--checkpoint", required=True, help="weights (any format the core loads)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="weights: a file in any format the core loads, a URL or zoo:<tag>")
+    source.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="the released weights of the config's MVIT.ARCH (another release: --checkpoint zoo:<tag>)",
+    )
     parser.add_argument("--topk", type=int, default=5, help="classes to print per file (default: %(default)s)")
     parser.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
     parser.add_argument("files", nargs="+", help="images (or videos, for video models)")
@@ -92,6 +116,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _, extensions = load_projects(PROJECTS)
         cfg = load_config(args.cfg_file, args.opts, extensions=extensions)
         model = create_model(cfg).eval()
+        class_set = ""
+        if args.pretrained:
+            if not cfg.MVIT.ARCH:
+                raise UserError(
+                    f"{args.cfg_file}: --pretrained needs MVIT.ARCH; name a release: --checkpoint zoo:<tag>"
+                )
+            args.checkpoint = f"zoo:{get_weights(cfg.MVIT.ARCH).tag}"
+        if args.checkpoint.startswith("zoo:"):
+            class_set = get_weights(args.checkpoint[len("zoo:") :]).class_set
         ckpt = read_checkpoint(args.checkpoint)
         if args.ema:
             ema = ckpt.get("hooks", {}).get("ema", {}).get("model")
@@ -102,7 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _load_state(model, ckpt["model"], args.checkpoint, args.cfg_file)
         else:  # any other format: the core converts it
             load_checkpoint(model, args.checkpoint, strict=True, log=False)
-        names = class_names(cfg, ckpt)
+        names = class_names(cfg, ckpt, class_set)
         for path in args.files:
             probs = predict(model, cfg, path)
             top = probs.topk(min(args.topk, probs.numel()))

@@ -347,6 +347,7 @@ PYSLOWFAST_DEFAULTS: Dict[str, Any] = {
     "MODEL.LOSS_FUNC": "cross_entropy",
     "MODEL.DROPOUT_RATE": 0.5,
     "MVIT.CLS_EMBED_ON": True,
+    "MVIT.ZERO_DECAY_POS_CLS": True,
     "MVIT.PATCH_KERNEL": [3, 7, 7],
     "MVIT.PATCH_STRIDE": [2, 4, 4],
     "MVIT.PATCH_PADDING": [2, 4, 4],

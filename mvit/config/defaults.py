@@ -34,8 +34,9 @@ _C.MODEL.ACT_CHECKPOINT = False
 _C.MVIT = mvit_cfg_node()
 # A zoo model (mvit.list_models(), e.g. "mvitv2_b") whose architecture the keys set beside it override.
 _C.MVIT.ARCH = ""
-# Also exclude position embeddings and the class token from weight decay (an optimizer key).
-_C.MVIT.ZERO_DECAY_POS_CLS = True
+# Also exclude position embeddings, the class token and the rel-pos tables from weight decay (an optimizer key).
+# False as in facebookresearch/mvit's defaults and every released MViTv2 recipe (PySlowFast's files set False).
+_C.MVIT.ZERO_DECAY_POS_CLS = False
 
 # ---------------------------------------------------------------------------
 # Data (common to images and video; the video project adds its own keys)

@@ -9,7 +9,8 @@ model (a 21k-class head, a class token). URLs are the publishers' own (their REA
 - facebookresearch/mvit README: ImageNet-1k T/S/B/L, ImageNet-21k B/L/H;
 - facebookresearch/SlowFast ``projects/mvitv2/README.md``: Kinetics-400 and Something-Something v2 S/B/L;
 - torchvision ``MViT_V2_S_Weights.KINETICS400_V1``;
-- open-mmlab/mmpretrain ``configs/mvit/README.md``: ImageNet-1k T/S/B/L converted from the official files;
+- open-mmlab/mmpretrain ``configs/mvit/README.md`` and ``metafile.yml``: ImageNet-1k T/S/B/L converted from the
+  official files;
 - facebookresearch/detectron2 ``projects/MViTv2/README.md``: COCO Mask R-CNN / Cascade Mask R-CNN detectors.
 """
 
@@ -172,16 +173,16 @@ for _w in (
             "imagenet-21k", "imagenet-21k", 19168, {}, _IN1K, overrides=dict(_IN21K_HEAD)),
     # open-mmlab/mmpretrain, converted from the official ImageNet-1k files (top-1 from its README)
     Weights("mvitv2_t.mmpretrain_in1k", f"{_MMPRE}/mvitv2-tiny_3rdparty_in1k_20220722-db7beeef.pth",
-            "open-mmlab/mmpretrain", "mmpretrain", "imagenet-1k", "imagenet-1k", 1000, {"top1": 82.33},
+            "open-mmlab/mmpretrain", "mmpretrain", "imagenet-1k", "imagenet-1k", 1000, {"top1": 82.33, "top5": 96.15},
             _IN1K, sha256="db7beeef"),
     Weights("mvitv2_s.mmpretrain_in1k", f"{_MMPRE}/mvitv2-small_3rdparty_in1k_20220722-986bd741.pth",
-            "open-mmlab/mmpretrain", "mmpretrain", "imagenet-1k", "imagenet-1k", 1000, {"top1": 83.63},
+            "open-mmlab/mmpretrain", "mmpretrain", "imagenet-1k", "imagenet-1k", 1000, {"top1": 83.63, "top5": 96.51},
             _IN1K, sha256="986bd741"),
     Weights("mvitv2_b.mmpretrain_in1k", f"{_MMPRE}/mvitv2-base_3rdparty_in1k_20220722-9c4f0a17.pth",
-            "open-mmlab/mmpretrain", "mmpretrain", "imagenet-1k", "imagenet-1k", 1000, {"top1": 84.34},
+            "open-mmlab/mmpretrain", "mmpretrain", "imagenet-1k", "imagenet-1k", 1000, {"top1": 84.34, "top5": 96.86},
             _IN1K, sha256="9c4f0a17"),
     Weights("mvitv2_l.mmpretrain_in1k", f"{_MMPRE}/mvitv2-large_3rdparty_in1k_20220722-2b57b983.pth",
-            "open-mmlab/mmpretrain", "mmpretrain", "imagenet-1k", "imagenet-1k", 1000, {"top1": 85.25},
+            "open-mmlab/mmpretrain", "mmpretrain", "imagenet-1k", "imagenet-1k", 1000, {"top1": 85.25, "top5": 97.14},
             _IN1K, sha256="2b57b983"),
     # facebookresearch/SlowFast, Kinetics-400 (top-1 / top-5 from projects/mvitv2/README.md)
     Weights("mvitv2_s_16x4.fb_k400", f"{_PYSF}/MViTv2_S_16x4_k400_f302660347.pyth", "facebookresearch/SlowFast",

@@ -13,9 +13,12 @@ Examples (from the repository root)::
     python projects/detection/train_net.py --config-file ... --resume
 
 ``train.init_checkpoint`` is either a whole detector of detectron2 (its model zoo ``.pkl`` or a ``.pth``
-written by this script: loaded by ``DetectionCheckpointer``) or an ImageNet checkpoint of the core (official
+written by this script: loaded by ``SafeDetectionCheckpointer``) or an ImageNet checkpoint of the core (official
 ``.pyth``, mmpretrain, this project's format ...: loaded into the MViT backbone by ``mvit.checkpoint`` with
-a report of the keys used, left new and not used, also written to ``{output_dir}/init_report.json``).
+a report of the keys used, left new and not used, also written to ``{output_dir}/init_report.json``). A path,
+a URL or ``zoo:<tag>`` (``tools/model_info.py --weights``: e.g. ``zoo:mvitv2_t.fb_in1k`` for the backbone,
+``zoo:mvitv2_t.fb_coco_mask_rcnn`` for detectron2's released detector). Nothing in a checkpoint is executed on
+load: pickles are read with an allow-list (``projects/detection/checkpoint.py``).
 
 Without a GPU, ``train.device`` falls back to ``cpu`` and AMP is turned off.
 
@@ -36,7 +39,6 @@ import sys
 from typing import Any, Dict, List, Optional
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
     AMPTrainer,
@@ -54,10 +56,12 @@ from detectron2.utils.file_io import PathManager
 from torch import nn
 
 from mvit.checkpoint import detect_format, load_checkpoint, read_checkpoint
+from mvit.checkpoint.hub import resolve_checkpoint
 from mvit.engine import preemption
 from mvit.errors import ConfigError, report, run_cli
 from mvit.utils.cli import ArgumentParser
 from projects.detection.backbone import MViTBackbone
+from projects.detection.checkpoint import SafeDetectionCheckpointer
 
 logger = logging.getLogger("detectron2")
 
@@ -82,7 +86,7 @@ class StopOnRequest(hooks.HookBase):
     The ``after_train`` hooks see an unfinished run and neither evaluate nor write ``model_final``.
     """
 
-    def __init__(self, checkpointer: DetectionCheckpointer, device: str) -> None:
+    def __init__(self, checkpointer: SafeDetectionCheckpointer, device: str) -> None:
         self.checkpointer, self.device = checkpointer, torch.device(device)
 
     def after_step(self) -> None:
@@ -136,16 +140,17 @@ def initialize_from_checkpoint(model: nn.Module, path: str, output_dir: Optional
         ``{"path", "kind", "used", "resized", "new", "unused"}``, also written to ``{output_dir}/init_report.json``:
         key lists named as in ``model.state_dict()`` (``unused``: checkpoint keys that fit nowhere, named as in
         the checkpoint after format conversion). For a detector checkpoint only ``kind`` is filled in: the
-        incompatible keys are logged by ``DetectionCheckpointer``.
+        incompatible keys are logged by the checkpointer.
     """
     result: Dict[str, Any] = {"path": path, "kind": "none", "used": [], "resized": [], "new": [], "unused": []}
     if not path:
         logger.info("train.init_checkpoint is empty: every parameter starts from its initialisation")
         result["new"] = sorted(model.state_dict())
     else:
-        local = path if os.path.isfile(path) else PathManager.get_local_path(path)
+        local = resolve_checkpoint(path)  # zoo:<tag> and http(s) URLs: torch.hub's cache, verified
+        local = local if os.path.isfile(local) else PathManager.get_local_path(local)
         if _is_detector_checkpoint(local):
-            DetectionCheckpointer(model).load(local)  # logs its own incompatible-key report
+            SafeDetectionCheckpointer(model).load(local)  # logs its own incompatible-key report
             result["kind"] = "detectron2"
         else:
             result.update(_initialize_backbone(model, path, local))
@@ -218,7 +223,7 @@ def do_train(args, cfg) -> Dict[str, Any]:
     num_params = sum(p.numel() for p in model.parameters())
     logger.info("Model: %s, %.2fM parameters", type(model).__name__, num_params / 1e6)
 
-    checkpointer_probe = DetectionCheckpointer(model, cfg.train.output_dir)
+    checkpointer_probe = SafeDetectionCheckpointer(model, cfg.train.output_dir)
     resuming = args.resume and checkpointer_probe.has_checkpoint()
     if not resuming:
         initialize_from_checkpoint(model, cfg.train.init_checkpoint, cfg.train.output_dir)
@@ -229,7 +234,7 @@ def do_train(args, cfg) -> Dict[str, Any]:
 
     model = _ddp(model, cfg.train.device, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = SafeDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     last_results: Dict[str, Any] = {}
 
     def evaluate() -> Dict[str, Any]:

@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from torchvision.models import ResNet50_Weights
 
 from mvit.checkpoint import save_weights
+from mvit.checkpoint.hub import MIRROR_ENV
 from mvit.config import load_config
-from mvit.models import create_model
+from mvit.models import MViT, create_model
+from mvit.models.weights import get_weights
 
 DEMO = "configs/DEMO/MVITv2_digits.yaml"
 
 
-def _predict(helpers, *args) -> subprocess.CompletedProcess:
+def _predict(helpers, *args, env: dict | None = None) -> subprocess.CompletedProcess:
     runner = helpers.RunNet()
     cmd = [sys.executable, "tools/predict.py", *map(str, args)]
     return subprocess.run(
-        cmd, cwd=runner.env["PYTHONPATH"], env=runner.env, capture_output=True, text=True, timeout=120
+        cmd,
+        cwd=runner.env["PYTHONPATH"],
+        env={**runner.env, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -92,10 +101,43 @@ def test_predict_names_classes_from_the_checkpoint_and_imagenet(
         helpers, "--cfg", tiny_cfg, "--checkpoint", tmp_path / "w.pyth", image, "--opts", "MODEL.NUM_CLASSES", "1000"
     )
     assert pred.returncode == 0, pred.stderr
-    from torchvision.models._meta import _IMAGENET_CATEGORIES
-
+    imagenet = ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
     names = [line.split("%", 1)[1].strip().rsplit(" (", 1)[0] for line in pred.stdout.splitlines()[1:]]
-    assert len(names) == 5 and all(n in _IMAGENET_CATEGORIES for n in names)
+    assert len(names) == 5 and all(n in imagenet for n in names)
+
+    # The data set's own names come before the released set's: a classes.txt of 1000 names.
+    (image_tree / "classes.txt").write_text("".join(f"kind{i}\n" for i in range(1000)))
+    pred = _predict(
+        helpers, "--cfg", tiny_cfg, "--checkpoint", tmp_path / "w.pyth", image,
+        "--opts", "MODEL.NUM_CLASSES", "1000", "DATA.PATH_TO_DATA_DIR", image_tree,
+    )  # fmt: skip
+    assert pred.returncode == 0, pred.stderr
+    assert all(line.split("%", 1)[1].strip().startswith("kind") for line in pred.stdout.splitlines()[1:])
 
     bad = _predict(helpers, "--cfg", tiny_cfg, "--checkpoint", tmp_path / "w.pyth", tmp_path / "missing.png")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "missing.png" in bad.stderr
+
+
+def test_predict_pretrained_reads_the_release_from_the_cache(image_tree, tiny_cfg, tmp_path, helpers):
+    # No network: the release is placed in torch.hub's cache under its official name, as a user would.
+    env = {"TORCH_HOME": str(tmp_path / "torch"), MIRROR_ENV: "http://127.0.0.1:9"}
+    weights = get_weights("mvitv2_t.fb_in1k")
+    model = MViT(create_model("mvitv2_t").config)
+    target = os.path.join(env["TORCH_HOME"], "hub", "checkpoints", weights.file_name)  # torch.hub's layout
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    torch.save({"model_state": model.state_dict()}, target)
+    image = sorted((image_tree / "val" / "square").iterdir())[0]
+    pred = _predict(helpers, "--cfg", "configs/IN1K/MVITv2_T.yaml", "--pretrained", image, env=env)
+    assert pred.returncode == 0, pred.stderr
+    names = [line.split("%", 1)[1].strip().rsplit(" (", 1)[0] for line in pred.stdout.splitlines()[1:]]
+    assert len(names) == 5 and all(n in ResNet50_Weights.IMAGENET1K_V2.meta["categories"] for n in names)
+
+    # Without the file and without a network: one line naming the URL and where to put the file.
+    os.remove(target)
+    offline = _predict(helpers, "--cfg", "configs/IN1K/MVITv2_T.yaml", "--pretrained", image, env=env)
+    assert offline.returncode == 2 and "Traceback" not in offline.stderr
+    assert offline.stderr.count("\n") == 1 and target in offline.stderr and "MViTv2_T_in1k.pyth" in offline.stderr
+
+    # A config without MVIT.ARCH names no release.
+    no_arch = _predict(helpers, "--cfg", tiny_cfg, "--pretrained", image, env=env)
+    assert no_arch.returncode == 2 and "--pretrained needs MVIT.ARCH" in no_arch.stderr

@@ -31,9 +31,13 @@ def test_train_and_test_in_one_process(image_tree, tiny_cfg, run_net_main, tmp_p
     assert [r["epoch"] for r in records if r["split"] == "val"] == [1, 2]
     assert [r["epoch"] for r in records if r["split"] == "val_ema"] == [1, 2]
     assert any(r["split"] == "train" and "lr" in r and "loss" in r for r in records)
-    test = _last(records, "test")
-    assert test["num_samples"] == 15 and 0.0 <= test["top1"] <= test["top5"] <= 100.0
-    assert _last(records, "test_ema")["num_samples"] == 15
+    # Testing last.pyth evaluates the weights the last validation saw (raw and EMA): the same numbers. (This run is
+    # plumbing, 12 steps on 15 images; that training learns is asserted by the digits demo test.)
+    for test_split, val_split in (("test", "val"), ("test_ema", "val_ema")):
+        test, val = _last(records, test_split), _last(records, val_split)
+        assert test["num_samples"] == val["num_samples"] == 15 and val["epoch"] == 2
+        assert (test["top1"], test["top5"]) == (val["top1"], val["top5"])
+        assert test["loss"] == pytest.approx(val["loss"], rel=1e-6)
 
     ckpts = out / "checkpoints"
     names = {p.name for p in ckpts.iterdir()}

@@ -297,3 +297,22 @@ def test_run_net_reports_the_broken_file_in_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith(f"error: {BROKEN_B}:") and "not valid YAML" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [("configs/IN1K/MVITv2_T.yaml", "mvit_MVITv2_T.yaml"), ("configs/K400/MVITv2_S_16x4.yaml", K400_S.name)],
+)
+def test_our_recipes_decay_the_tables_and_tokens_as_the_released_ones(ours, theirs, extensions):
+    """The official recipes decay rel-pos tables and the class token (MVIT.ZERO_DECAY_POS_CLS False: mvit's default,
+    set explicitly by PySlowFast's files, whose own default is True)."""
+    root = Path(__file__).resolve().parents[2]
+    mine, official = _load(root / ours, extensions), _load(OFFICIAL / theirs, extensions)
+    assert mine.MVIT.ZERO_DECAY_POS_CLS is official.MVIT.ZERO_DECAY_POS_CLS is False
+    assert (mine.SOLVER.WEIGHT_DECAY, mine.SOLVER.ZERO_WD_1D_PARAM) == (official.SOLVER.WEIGHT_DECAY, True)
+
+
+def test_a_pyslowfast_file_without_the_key_means_pyslowfasts_default(extensions, tmp_path):
+    text = "\n".join(line for line in K400_S.read_text().splitlines() if "ZERO_DECAY_POS_CLS" not in line)
+    (tmp_path / "k400.yaml").write_text(text)
+    assert _load(tmp_path / "k400.yaml", extensions).MVIT.ZERO_DECAY_POS_CLS is True

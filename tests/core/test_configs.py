@@ -108,3 +108,57 @@ def test_base_inheritance_and_overrides(tmp_path):
     cfg = load_config(str(child), ["SOLVER.BASE_LR", "0.5"])
     assert cfg.MODEL.NUM_CLASSES == 10 and cfg.SOLVER.BASE_LR == 0.5 and cfg.MVIT.DEPTH == 10
     assert resolve_config(cfg).num_classes == 10
+
+
+# PySlowFast's configs/SSv2/MVITv2_{S_16x4,B_32x3,L_40x3}.yaml, key by key (keys of no effect here left out).
+_SSV2 = {
+    "MODEL.NUM_CLASSES": 174, "MODEL.DROPOUT_RATE": 0.5, "MODEL.LOSS_FUNC": "soft_cross_entropy",
+    "TRAIN.DATASET": "ssv2", "TRAIN.EVAL_PERIOD": 2, "TEST.DATASET": "ssv2", "TEST.NUM_ENSEMBLE_VIEWS": 1,
+    "TEST.NUM_SPATIAL_CROPS": 3, "DATA.INV_UNIFORM_SAMPLE": True, "DATA.RANDOM_FLIP": False,
+    "DATA.REVERSE_INPUT_CHANNEL": True, "DATA.TRAIN_JITTER_SCALES_RELATIVE": [], "AUG.NUM_SAMPLE": 1,
+    "AUG.AA_TYPE": "rand-m7-n4-mstd0.5-inc1", "AUG.COLOR_JITTER": 0.4, "AUG.RE_PROB": 0.25, "MIXUP.ALPHA": 0.8,
+    "MIXUP.CUTMIX_ALPHA": 1.0, "MIXUP.LABEL_SMOOTH_VALUE": 0.1, "SOLVER.OPTIMIZING_METHOD": "sgd",
+    "SOLVER.MOMENTUM": 0.9, "SOLVER.WEIGHT_DECAY": 1e-4, "SOLVER.LR_POLICY": "cosine", "SOLVER.WARMUP_EPOCHS": 3.0,
+    "SOLVER.COSINE_END_LR": 1e-6, "SOLVER.BASE_LR_SCALE_NUM_SHARDS": True, "SOLVER.BASE_LR_BATCH_SIZE": 0,
+    "SOLVER.ZERO_WD_1D_PARAM": True, "MVIT.ZERO_DECAY_POS_CLS": False,
+}  # fmt: skip
+_SSV2_SB = {"TRAIN.BATCH_SIZE": 16, "TRAIN.CHECKPOINT_PERIOD": 2, "TEST.BATCH_SIZE": 64, "DATA.TRAIN_CROP_SIZE": 224,
+            "DATA.TEST_CROP_SIZE": 224, "DATA.TRAIN_JITTER_SCALES": [256, 320], "DATA.MEAN": [0.45, 0.45, 0.45],
+            "DATA.STD": [0.225, 0.225, 0.225], "MIXUP.PROB": 1.0, "SOLVER.MAX_EPOCH": 100,
+            "SOLVER.WARMUP_START_LR": 1e-4, "SOLVER.CLIP_GRAD_L2NORM": 0.0, "MVIT.DROPPATH_RATE": 0.4,
+            "MODEL.ACT_CHECKPOINT": False}  # fmt: skip
+SSV2 = {
+    "SSv2/MVITv2_S_16x4.yaml": ("mvitv2_s_16x4", 34_363_950, {**_SSV2, **_SSV2_SB, "DATA.NUM_FRAMES": 16,
+                                "DATA.SAMPLING_RATE": 4, "SOLVER.BASE_LR": 0.0025}),
+    "SSv2/MVITv2_B_32x3.yaml": ("mvitv2_b_32x3", 51_056_334, {**_SSV2, **_SSV2_SB, "DATA.NUM_FRAMES": 32,
+                                "DATA.SAMPLING_RATE": 3, "SOLVER.BASE_LR": 0.0015}),
+    "SSv2/MVITv2_L_40x3.yaml": ("mvitv2_l_40x3", 213_129_534, {
+        **_SSV2, "TRAIN.BATCH_SIZE": 8, "TRAIN.CHECKPOINT_PERIOD": 1, "TEST.BATCH_SIZE": 8, "DATA.NUM_FRAMES": 40,
+        "DATA.SAMPLING_RATE": 3, "DATA.TRAIN_CROP_SIZE": 312, "DATA.TEST_CROP_SIZE": 312,
+        "DATA.TRAIN_JITTER_SCALES": [356, 446], "DATA.MEAN": [0.485, 0.456, 0.406], "DATA.STD": [0.229, 0.224, 0.225],
+        "MIXUP.PROB": 0.0, "SOLVER.BASE_LR": 0.00125, "SOLVER.MAX_EPOCH": 40, "SOLVER.WARMUP_START_LR": 1e-6,
+        "SOLVER.CLIP_GRAD_L2NORM": 2.0, "MVIT.DROPPATH_RATE": 0.75, "MODEL.ACT_CHECKPOINT": True}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", sorted(SSV2))
+def test_ssv2_yaml_is_pyslowfasts_recipe_on_the_zoo_architecture(path):
+    import torch
+
+    from mvit.models import MViT
+
+    name, num_params, recipe = SSV2[path]
+    cfg = _experiment_cfg(path)
+    for dotted, expected in recipe.items():
+        section, key = dotted.split(".")
+        value = cfg[section][key]
+        assert (list(value) if isinstance(value, tuple) else value) == expected, dotted
+    config = resolve_config(cfg)
+    zoo = resolve_config(name, drop_path_rate=recipe["MVIT.DROPPATH_RATE"])
+    assert config.block_specs() == zoo.block_specs() and config.num_classes == 174
+    with torch.device("meta"):
+        count = sum(p.numel() for p in MViT(config).parameters())
+    # The K400 model (its count is asserted against torchvision / PySlowFast) with a 174-class head.
+    k400 = resolve_config(name)
+    head_dim = k400.block_specs()[-1].dim_out
+    assert count == num_params == sum(p.numel() for p in MViT(k400).parameters()) - (400 - 174) * (head_dim + 1)

@@ -96,3 +96,31 @@ def test_empty_init_checkpoint_keeps_everything_new():
     detector = instantiate(LazyConfig.load(CONFIG).model)
     report = initialize_from_checkpoint(detector, "")
     assert report["used"] == [] and set(report["new"]) == set(detector.state_dict())
+
+
+@pytest.mark.parametrize("tag", ["mvitv2_t.fb_coco_mask_rcnn", "mvitv2_t.fb_in1k"])
+def test_zoo_tags_resolve_through_the_cache(tag, imagenet_model, tmp_path, monkeypatch):
+    """``train.init_checkpoint=zoo:<tag>``: the release's file from torch.hub's cache (placed there: no network)."""
+    from mvit.checkpoint.hub import MIRROR_ENV, cache_path
+    from mvit.models.weights import get_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9")  # nothing listens: a download would fail
+    weights = get_weights(tag)
+    cached = cache_path(weights.url)
+    os.makedirs(os.path.dirname(cached))
+    cfg = LazyConfig.load(CONFIG)
+    if weights.detector:
+        torch.manual_seed(1)
+        source = instantiate(cfg.model).state_dict()
+        with open(cached, "wb") as f:
+            state = {k: v.numpy() for k, v in source.items()}
+            pickle.dump({"model": state, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True}, f)
+    else:
+        torch.save({"model_state": imagenet_model.state_dict()}, cached)
+        source = {PREFIX + k: v for k, v in imagenet_model.state_dict().items()}
+    target = instantiate(cfg.model)
+    report = initialize_from_checkpoint(target, f"zoo:{tag}")
+    assert report["kind"] == ("detectron2" if weights.detector else "backbone (official format)")
+    state = target.state_dict()
+    assert torch.equal(state[f"{PREFIX}blocks.3.attn.qkv.weight"], source[f"{PREFIX}blocks.3.attn.qkv.weight"])
