@@ -2,6 +2,10 @@
 """Train and/or test an MViTv2 model (images or video), as PySlowFast's ``run_net``.
 
     python tools/run_net.py --cfg configs/IN1K/MVITv2_T.yaml DATA.PATH_TO_DATA_DIR /data/imagenet [KEY VALUE ...]
+    # PySlowFast's flags mean what they mean there: several --cfg files run in turn, --opts KEY VALUE ...,
+    # --init_method / --num_shards / --shard_id set INIT_METHOD / NUM_SHARDS / SHARD_ID
+    python tools/run_net.py --cfg a.yaml --cfg b.yaml --num_shards 2 --shard_id 0 --init_method tcp://node0:9999 \
+        --opts DATA.PATH_TO_DATA_DIR /data/imagenet
 
 Config: core defaults + every project's ``add_*_config`` + the yaml (its ``_BASE_`` chain) + the overrides.
 ``TRAIN.ENABLE`` / ``TEST.ENABLE`` choose the jobs. Processes: torchrun / submitit environments (``RANK``,
@@ -36,15 +40,35 @@ _SIGNALS = {"TERM": signal.SIGTERM, "USR1": signal.SIGUSR1, "USR2": signal.SIGUS
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", dest="cfg_file", required=True, help="config yaml (may use _BASE_)")
+    parser.add_argument(
+        "--cfg",
+        dest="cfg_files",
+        action="append",
+        required=True,
+        help="config yaml (may use _BASE_); repeat to run several in turn",
+    )
+    # PySlowFast's launch flags; given, they override the config's keys of the same meaning.
+    parser.add_argument("--init_method", help="INIT_METHOD, e.g. tcp://node0:9999")
+    parser.add_argument("--num_shards", type=int, help="NUM_SHARDS: machines in the job")
+    parser.add_argument("--shard_id", type=int, help="SHARD_ID: this machine's index")
     parser.add_argument(
         "--stop-signals",
         default="TERM,USR1",
         help="comma-separated signals that make training checkpoint and stop at the next iteration "
         f"(exit code {PREEMPTED_EXIT_CODE}); 'none' to keep Python's defaults (default: %(default)s)",
     )
+    parser.add_argument(
+        "--opts", dest="flag_opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE ... (PySlowFast)"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    launch_keys = (("INIT_METHOD", args.init_method), ("NUM_SHARDS", args.num_shards), ("SHARD_ID", args.shard_id))
+    args.opts = [
+        *args.opts,
+        *args.flag_opts,
+        *(str(v) for key, value in launch_keys if value is not None for v in (key, value)),
+    ]
+    return args
 
 
 def _signals(spec: str) -> list[int]:
@@ -62,8 +86,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parse_args(argv)
         stop_signals = _signals(args.stop_signals)
         modules, extensions = load_projects(PROJECTS)
-        cfg = load_config(args.cfg_file, args.opts, extensions=extensions)
-        launch(cfg, run, modules=modules, stop_signals=stop_signals)
+        for cfg_file in args.cfg_files:  # in turn, as PySlowFast runs several --cfg files
+            cfg = load_config(cfg_file, args.opts, extensions=extensions)
+            launch(cfg, run, modules=modules, stop_signals=stop_signals)
     except UserError as err:
         print(f"error: {report(err)}", file=sys.stderr)
         return USER_ERROR_EXIT_CODE

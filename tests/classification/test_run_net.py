@@ -96,3 +96,28 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
+
+
+def test_pyslowfast_flags(image_tree, tiny_cfg, run_net_main, tmp_path):
+    """Several --cfg files run in turn; --opts, --num_shards, --shard_id and --init_method set their keys."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_net_flags", Path(__file__).parents[2] / "tools" / "run_net.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = module.parse_args(
+        ["--cfg", "a.yaml", "--cfg", "b.yaml", "--init_method", "tcp://node0:9999", "--num_shards", "4",
+         "--shard_id", "3", "--opts", "SOLVER.BASE_LR", "0.5"]
+    )  # fmt: skip
+    assert args.cfg_files == ["a.yaml", "b.yaml"]
+    assert args.opts == ["SOLVER.BASE_LR", "0.5", "INIT_METHOD", "tcp://node0:9999", "NUM_SHARDS", "4", "SHARD_ID", "3"]
+
+    configs = []
+    for name in ("first", "second"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(Path(tiny_cfg).read_text() + f"OUTPUT_DIR: {tmp_path / name}\n")
+        configs += ["--cfg", str(path)]
+    common = ["DATA.PATH_TO_DATA_DIR", str(image_tree), "SOLVER.MAX_EPOCH", "1", "TEST.ENABLE", "False"]
+    assert run_net_main([*configs, "--stop-signals", "none", "--opts", *common]) == 0
+    for name in ("first", "second"):
+        assert (tmp_path / name / "checkpoints" / "last.pyth").is_file(), name
