@@ -40,6 +40,7 @@ def _decay_by_name(optimizer) -> dict[str, float]:
 @pytest.mark.parametrize("video", [False, True], ids=["image", "video"])
 def test_no_weight_decay_on_biases_norms_rel_pos_pos_embed_and_cls_token(video):
     cfg = _tiny_cfg(video)
+    cfg.MVIT.ZERO_DECAY_POS_CLS = True  # the switch on (off by default, as in the released recipes)
     model = create_model(cfg)
     decay = _decay_by_name(build_optimizer(cfg, model))
     names = [n for n, _ in model.named_parameters()]
