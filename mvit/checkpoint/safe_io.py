@@ -17,6 +17,8 @@ for a file the user trusts by name; converting it once to ``.safetensors`` makes
 
 from __future__ import annotations
 
+import codecs
+import collections
 import json
 import os
 import pickle
@@ -38,7 +40,8 @@ __all__ = [
     "write_safetensors",
 ]
 
-_multiarray = np._core.multiarray  # numpy 1.x files name it numpy.core.multiarray (a shim in numpy 2)
+# numpy 2 keeps it in numpy._core (numpy.core is a shim there); numpy 1.x only has numpy.core. Files name either.
+_multiarray = (np._core if hasattr(np, "_core") else np.core).multiarray
 
 # (object, name as written in the pickle): each is a constructor of plain data, nothing that runs code.
 SAFE_GLOBALS = [
@@ -54,8 +57,8 @@ SAFE_GLOBALS = [
 _PICKLE_GLOBALS: Dict[tuple, Any] = {tuple(name.rsplit(".", 1)): obj for obj, name in SAFE_GLOBALS}
 _PICKLE_GLOBALS.update(
     {
-        ("collections", "OrderedDict"): __import__("collections").OrderedDict,
-        ("_codecs", "encode"): __import__("codecs").encode,  # how protocol-2 pickles write bytes
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles write bytes
     }
 )
 
