@@ -20,9 +20,7 @@ from __future__ import annotations
 import codecs
 import collections
 import json
-import os
 import pickle
-import tempfile
 from typing import IO, Any, Dict, Optional
 
 import numpy as np
@@ -142,22 +140,12 @@ def read_safetensors(path: str) -> dict:
 
 
 def write_safetensors(state: Dict[str, torch.Tensor], path: str, metadata: Optional[dict] = None) -> None:
-    """Write tensors (and JSON-encoded metadata) to ``path`` atomically: a temporary file, then a rename."""
+    """Write tensors (and JSON-encoded metadata) to ``path`` atomically (:func:`~mvit.checkpoint.state.atomic_write`)."""
     from safetensors.torch import save
+
+    from .state import atomic_write
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     data = save(tensors, metadata=meta)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(data))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Optional
+from typing import IO, Any, Callable, Optional
 
 import torch
 from iopath.common.file_io import g_pathmgr as PathManager
@@ -30,6 +30,7 @@ __all__ = [
     "CheckpointError",
     "atomic_copy",
     "atomic_save",
+    "atomic_write",
     "find_resume_checkpoint",
     "is_training_state",
     "list_checkpoints",
@@ -49,7 +50,12 @@ def _is_local(path: str) -> bool:
 
 
 def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save(obj)`` to ``path`` so that readers see either the old file or the complete new one.
+    """``torch.save(obj)`` to ``path`` so that readers see either the old file or the complete new one."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
+    """``write(file)`` into ``path`` so that readers see either the old file or the complete new one.
 
     The bytes go to a temporary file beside ``path`` (flushed and fsync'ed), which is then renamed over
     ``path``: a process killed at any moment never leaves a partial file under the final name.
@@ -59,7 +65,7 @@ def atomic_save(obj: Any, path: str) -> None:
         PathManager.mkdirs(directory)
     tmp = f"{path}.tmp{os.getpid()}"
     with PathManager.open(tmp, "wb") as f:
-        torch.save(obj, f)
+        write(f)
         f.flush()
         if hasattr(f, "fileno"):
             os.fsync(f.fileno())
