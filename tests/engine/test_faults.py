@@ -17,6 +17,7 @@ from torch.utils.data import get_worker_info
 from mvit.checkpoint.state import CheckpointError, find_resume_checkpoint, load_training_state
 from mvit.engine import hooks as H
 from mvit.engine import runner
+from mvit.engine import trainer as trainer_module
 from mvit.engine.data import LoaderWorkerError, build_loader
 from mvit.engine.registry import register_dataset
 from mvit.engine.train_loop import HookBase
@@ -255,3 +256,33 @@ def test_killed_loader_worker_stops_with_a_message_and_the_rerun_resumes(tmp_pat
     _train(cfg)
     assert f"resumed from {last} at epoch 1 iteration 0" in _log(tmp_path)
     assert load_training_state(str(last))["epoch"] == 2
+
+
+# ---------------------------------------------------------------------------------------------- several processes
+@pytest.mark.parametrize("mode", ["skip", "stop"])
+def test_a_nan_loss_on_another_rank_is_handled_here_too(tmp_path, monkeypatch, mode):
+    """Every rank must take the same branch or DDP's gradient all-reduce waits forever: the finiteness flag is
+    all-reduced (MIN). Another rank's NaN at step 3 is simulated by that all-reduce (a real 2-process run costs a
+    minute of CI for three interpreter starts)."""
+    cfg = small_cfg(**{"TRAIN.NONFINITE_LOSS": mode, "SOLVER.MAX_EPOCH": 1})
+    trainer, ema = build(cfg, tmp_path)
+    snaps = Snapshots(ema)
+    trainer.register_hooks([snaps])
+    ops = []
+
+    def all_reduce(tensor, op):
+        ops.append(op)
+        if trainer.step + 1 == 3:
+            tensor.zero_()
+
+    monkeypatch.setattr(trainer_module, "is_distributed", lambda: True)
+    monkeypatch.setattr(trainer_module.dist, "all_reduce", all_reduce)
+    if mode == "stop":
+        with pytest.raises(
+            NonFiniteLossError, match=r"^loss is not finite on another process at epoch 1 iteration 3/6"
+        ):
+            trainer.train()
+        return
+    trainer.train()
+    assert trainer.storage.skipped_steps == 1 and set(ops) == {trainer_module.dist.ReduceOp.MIN}
+    assert all(torch.equal(snaps.after[2][0][k], v) for k, v in snaps.after[3][0].items())
