@@ -113,6 +113,8 @@ def _remove_quietly(path: str) -> None:
 def _write_failure(err: BaseException, path: str) -> str:
     """Why a write failed, in words: the OS error, else the state of the disk and of the file-size limit."""
     reason = (err.strerror or str(err)) if isinstance(err, OSError) else str(err).strip().splitlines()[0]
+    if "inline_container" in reason or "PytorchStreamWriter" in reason:  # torch's zip writer: no useful detail
+        reason = "the write failed"
     if isinstance(err, OSError) and err.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return f"{reason}; the previous file is unchanged"
     hints = []
@@ -124,7 +126,7 @@ def _write_failure(err: BaseException, path: str) -> str:
     if soft != resource.RLIM_INFINITY:
         hints.append(f"file-size limit (ulimit -f) {soft} bytes")
     detail = f" ({', '.join(hints)})" if hints else ""
-    return f"{reason}{detail}; the disk may be full; the previous file is unchanged"
+    return f"{reason}{detail}; the previous file is unchanged"
 
 
 def _named_tensors(state: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
