@@ -14,9 +14,11 @@ weight loader reads these files as it reads any ``{"model": state_dict}`` checkp
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-from typing import IO, Any, Callable, Optional
+import resource
+from typing import IO, Any, Callable, Iterator, Optional
 
 import torch
 from iopath.common.file_io import g_pathmgr as PathManager
@@ -31,6 +33,7 @@ __all__ = [
     "atomic_copy",
     "atomic_save",
     "atomic_write",
+    "check_finite_weights",
     "find_resume_checkpoint",
     "is_training_state",
     "list_checkpoints",
@@ -59,16 +62,36 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
 
     The bytes go to a temporary file beside ``path`` (flushed and fsync'ed), which is then renamed over
     ``path``: a process killed at any moment never leaves a partial file under the final name.
+
+    Raises:
+        CheckpointError: the file could not be written (a full disk, a file-size limit, no permission); the
+            temporary file is removed and a previous file at ``path`` is left as it was.
     """
     directory = os.path.dirname(path)
-    if directory:
-        PathManager.mkdirs(directory)
     tmp = f"{path}.tmp{os.getpid()}"
-    with PathManager.open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        if hasattr(f, "fileno"):
-            os.fsync(f.fileno())
+    try:
+        if directory:
+            PathManager.mkdirs(directory)
+        with PathManager.open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            if hasattr(f, "fileno"):
+                os.fsync(f.fileno())
+        _rename(tmp, path)
+    except CheckpointError:
+        _remove_quietly(tmp)
+        raise
+    except (OSError, RuntimeError) as err:
+        # torch.save reports a failed write as a RuntimeError of its zip writer ("unexpected pos ..."), without
+        # the OSError: hence both, and the disk's free space and the file-size limit in the message.
+        _remove_quietly(tmp)
+        raise CheckpointError(f"could not write {path}: {_write_failure(err, path)}") from err
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _rename(tmp: str, path: str) -> None:
     if _is_local(path):
         # iopath's mv refuses to overwrite; os.replace is the atomic rename POSIX guarantees.
         os.replace(PathManager.get_local_path(tmp), PathManager.get_local_path(path))
@@ -77,6 +100,55 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any]) -> None:
             PathManager.rm(path)
         if not PathManager.mv(tmp, path):
             raise CheckpointError(f"could not move {tmp} to {path}")
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        if PathManager.exists(path):
+            PathManager.rm(path)
+    except OSError as err:
+        logger.warning("could not remove the partial file %s: %s", path, err)
+
+
+def _write_failure(err: BaseException, path: str) -> str:
+    """Why a write failed, in words: the OS error, else the state of the disk and of the file-size limit."""
+    reason = (err.strerror or str(err)) if isinstance(err, OSError) else str(err).strip().splitlines()[0]
+    if "inline_container" in reason or "PytorchStreamWriter" in reason:  # torch's zip writer: no useful detail
+        reason = "the write failed"
+    if isinstance(err, OSError) and err.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return f"{reason}; the previous file is unchanged"
+    hints = []
+    directory = os.path.dirname(os.path.abspath(path))
+    if _is_local(path) and os.path.isdir(directory):
+        st = os.statvfs(directory)
+        hints.append(f"{st.f_bavail * st.f_frsize / 2**20:.1f} MiB free on its filesystem")
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        hints.append(f"file-size limit (ulimit -f) {soft} bytes")
+    detail = f" ({', '.join(hints)})" if hints else ""
+    return f"{reason}{detail}; the previous file is unchanged"
+
+
+def _named_tensors(state: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
+    for key, value in (state or {}).items():
+        if isinstance(value, torch.Tensor):
+            yield f"{prefix}{key}", value
+
+
+def check_finite_weights(state: dict[str, Any], path: str) -> None:
+    """Refuse to save a training state whose model or EMA weights hold a NaN or an infinity.
+
+    Raises:
+        CheckpointError: naming the first non-finite tensor and ``path``, which is not written.
+    """
+    ema = (state.get("hooks") or {}).get("ema") or {}
+    tensors = [*_named_tensors(state.get("model"), "model."), *_named_tensors(ema.get("model"), "ema.")]
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"not writing {path}: weight {name} is not finite (NaN or inf) at epoch {state.get('epoch')} "
+                f"iteration {state.get('iter')}; the checkpoints already on disk are unchanged"
+            )
 
 
 def is_training_state(obj: Any) -> bool:
@@ -135,12 +207,13 @@ def find_resume_checkpoint(
 def atomic_copy(src: str, dst: str) -> None:
     """Copy ``src`` to ``dst`` through a temporary file and a rename (same guarantee as :func:`atomic_save`)."""
     tmp = f"{dst}.tmp{os.getpid()}"
-    if not PathManager.copy(src, tmp, overwrite=True):
-        raise CheckpointError(f"could not copy {src} to {tmp}")
-    if _is_local(dst):
-        os.replace(PathManager.get_local_path(tmp), PathManager.get_local_path(dst))
-    else:
-        if PathManager.exists(dst):
-            PathManager.rm(dst)
-        if not PathManager.mv(tmp, dst):
-            raise CheckpointError(f"could not move {tmp} to {dst}")
+    try:
+        if not PathManager.copy(src, tmp, overwrite=True):
+            raise CheckpointError(f"could not copy {src} to {tmp}")
+        _rename(tmp, dst)
+    except OSError as err:
+        _remove_quietly(tmp)
+        raise CheckpointError(f"could not write {dst}: {_write_failure(err, dst)}") from err
+    except BaseException:
+        _remove_quietly(tmp)
+        raise

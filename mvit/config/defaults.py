@@ -79,6 +79,11 @@ _C.TRAIN.EMA_DECAY = 0.9999
 _C.TRAIN.EMA_WARMUP = False
 # TensorBoard scalars in OUTPUT_DIR/tensorboard (the JSON-lines file and the PNG plot are always written).
 _C.TRAIN.TENSORBOARD = True
+# A NaN / inf loss: "stop" (one line naming the iteration and the last good checkpoint, as PySlowFast stops on
+# NaN) or "skip" the step's update and count it; skipping stops after NONFINITE_MAX_SKIPS steps in a row
+# or when a whole epoch was skipped.
+_C.TRAIN.NONFINITE_LOSS = "stop"
+_C.TRAIN.NONFINITE_MAX_SKIPS = 10
 
 # ---------------------------------------------------------------------------
 # Augmentation and mixup (timm implementations)

@@ -11,15 +11,24 @@ from __future__ import annotations
 import atexit
 import math
 import multiprocessing
+import re
 import signal
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import UserError
 from ..utils.rng import derive_seed, forked_rng
 
-__all__ = ["EpochShardSampler", "SeededDataset", "build_loader", "collate_items"]
+__all__ = [
+    "EpochShardSampler",
+    "LoaderWorkerError",
+    "SeededDataset",
+    "build_loader",
+    "collate_items",
+    "describe_worker_failure",
+]
 
 
 class EpochShardSampler(Sampler[tuple[int, int]]):
@@ -107,6 +116,53 @@ def collate_items(batch: Sequence[tuple[Any, int, int]]) -> tuple[torch.Tensor, 
             labels.append(int(label))
             indices.append(int(index))
     return torch.stack(inputs), torch.tensor(labels, dtype=torch.long), torch.tensor(indices, dtype=torch.long)
+
+
+class LoaderWorkerError(UserError, RuntimeError):
+    """A data-loader worker died (killed by a signal, usually the out-of-memory killer); one line, exit 2."""
+
+
+# torch's two wordings: its SIGCHLD handler's and the one of a queue read that finds a worker gone.
+_WORKER_DIED = re.compile(
+    r"DataLoader worker \(pids?(?:\(s\))? ([\d, ]+)\) (?:is killed by signal: ([^.]+)|exited unexpectedly)"
+)
+
+
+def describe_worker_failure(err: BaseException, workers: Sequence[Any] = ()) -> Optional[str]:
+    """``"a data-loader worker (pid N) was killed by signal 9 (SIGKILL), probably by the out-of-memory killer"``
+    for torch's error about a dead worker, else ``None`` (any other error).
+
+    Args:
+        workers: the loader iterator's worker processes (``_workers``): their exit codes give the signal when
+            torch's text does not.
+    """
+    match = _WORKER_DIED.search(str(err))
+    if match is None:
+        return None
+    pids = match.group(1).strip()
+    dead = {int(p) for p in re.findall(r"\d+", pids)}
+    signum: Optional[int] = None
+    code: Optional[int] = None
+    for worker in workers:
+        exitcode = getattr(worker, "exitcode", None)
+        if getattr(worker, "pid", None) in dead and exitcode is not None and exitcode != 0:
+            signum, code = (-exitcode, None) if exitcode < 0 else (None, exitcode)
+            break
+    if signum is None and code is None and match.group(2):
+        by_text = {signal.strsignal(s): s for s in signal.valid_signals() if signal.strsignal(s)}
+        signum = by_text.get(match.group(2).strip())
+    what = f"a data-loader worker (pid {pids})"
+    if code is not None:
+        return f"{what} exited with code {code}"
+    if signum is None:
+        return f"{what} died unexpectedly"
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:  # a real-time signal has no name
+        name = "unknown"
+    if signum == signal.SIGKILL:
+        return f"{what} was killed by signal {signum} ({name}), probably by the out-of-memory killer"
+    return f"{what} was killed by signal {signum} ({name})"
 
 
 def _worker_ignores_sigterm(_worker_id: int) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint.state import LAST_NAME, atomic_copy, atomic_save
+from ..checkpoint.state import LAST_NAME, atomic_copy, atomic_save, check_finite_weights
 from ..utils.distributed import is_main_process, synchronize
 from . import preemption
 from .evaluation import evaluate
@@ -95,6 +95,8 @@ class EMA(SupervisedHook):
         return self.ema.module
 
     def after_step(self) -> None:
+        if self.trainer.storage.step_skipped:  # the weights did not change: neither does their average
+            return
         self.ema.update(self.trainer.model, step=self.trainer.step)
 
     def state_dict(self) -> dict[str, Any]:
@@ -152,6 +154,10 @@ class Checkpointer(SupervisedHook):
     After every step it checks (all ranks agree) whether a stop was requested
     (:mod:`mvit.engine.preemption`); if so it writes ``last.pyth`` and raises
     :class:`~mvit.engine.preemption.Preempted`.
+
+    A state whose model or EMA weights are not finite is never written (:class:`~mvit.errors.CheckpointError`
+    instead, on every rank alike: the weights are the same on all); the path of the last file written is in
+    ``trainer.storage.last_checkpoint``.
     """
 
     name = "checkpointer"  # type: ignore[assignment]
@@ -162,8 +168,10 @@ class Checkpointer(SupervisedHook):
 
     def _write(self, name: str, state: dict[str, Any]) -> str:
         path = os.path.join(self.directory, name)
+        check_finite_weights(state, path)
         if is_main_process():
             atomic_save(state, path)
+        self.trainer.storage.last_checkpoint = path
         return path
 
     def _stop(self, path: str) -> None:
@@ -275,6 +283,8 @@ class MetricsWriter(SupervisedHook):
         t = self.trainer
         done = t.epoch + 1
         averages = t.storage.epoch_meter.averages()
+        if t.storage.epoch_skipped_steps:  # non-finite losses skipped (TRAIN.NONFINITE_LOSS skip)
+            averages["skipped_steps"] = t.storage.epoch_skipped_steps
         self._write({"split": "train_epoch", "epoch": done, "step": t.step, "lr": t.storage.lr, **averages}, t.step)
         for split, metrics in t.storage.latest_eval.items():
             self._write({"split": split, "epoch": done, "step": t.step, **metrics}, t.step)

@@ -22,6 +22,7 @@ from . import hooks as H
 from .data import build_loader
 from .evaluation import evaluate
 from .launch import UserError, get_device
+from .lock import output_dir_lock
 from .registry import build_dataset
 from .trainer import ClassificationTrainer, amp_dtype_from_cfg
 
@@ -79,9 +80,18 @@ def train(cfg: CfgNode, build_model: Optional[ModelBuilder] = None) -> dict[str,
     """Train from scratch, from ``TRAIN.CHECKPOINT_FILE_PATH`` (fine-tuning; a head of another size is
     re-initialised) or, with ``TRAIN.AUTO_RESUME``, from the newest valid checkpoint in ``OUTPUT_DIR``.
 
+    The main process holds ``OUTPUT_DIR/.lock`` (:mod:`mvit.engine.lock`) from before anything is written until
+    the end: a second run on the same folder stops with one line naming the owner.
+
     Returns:
         The last evaluation, ``{"val": metrics, "val_ema": metrics}``.
     """
+    # Global rank 0 only: the other processes of a job write nothing but their own log files.
+    with output_dir_lock(cfg.OUTPUT_DIR, enabled=is_main_process()):
+        return _train(cfg, build_model)
+
+
+def _train(cfg: CfgNode, build_model: Optional[ModelBuilder]) -> dict[str, Any]:
     build_model = build_model or _default_builder()
     device = _setup(cfg)
     rank, world = get_rank(), get_world_size()
@@ -147,6 +157,7 @@ def train(cfg: CfgNode, build_model: Optional[ModelBuilder] = None) -> dict[str,
     if resume is not None:
         path, state = resume
         trainer.load_state_dict(state)  # restores the RNG states too: nothing random may run after this
+        trainer.storage.last_checkpoint = path
         logger.info("resumed from %s at epoch %d iteration %d", path, trainer.epoch, trainer.iter)
     trainer.train()
     return trainer.storage.latest_eval

@@ -37,6 +37,10 @@ class TrainerStorage:
         epoch_meter: running sums of the current epoch (checkpointed, so that a resumed epoch's mean is whole).
         latest_eval: ``{split: metrics}`` of the evaluation after the current epoch, written by the evaluation
             hook (empty on epochs without one) and read by the checkpointer and the metrics writer.
+        step_skipped: the last step changed nothing (a non-finite loss skipped under ``TRAIN.NONFINITE_LOSS
+            skip``): hooks that follow the weights (EMA) and the meters leave it out.
+        skipped_steps, epoch_skipped_steps: steps skipped so far in the run and in the current epoch.
+        last_checkpoint: path of the newest complete checkpoint (written or resumed from), ``None`` before one.
     """
 
     lr: float = 0.0
@@ -44,6 +48,10 @@ class TrainerStorage:
     window_meter: ScalarMeter = field(default_factory=ScalarMeter)
     epoch_meter: ScalarMeter = field(default_factory=ScalarMeter)
     latest_eval: dict[str, dict[str, float]] = field(default_factory=dict)
+    step_skipped: bool = False
+    skipped_steps: int = 0
+    epoch_skipped_steps: int = 0
+    last_checkpoint: Optional[str] = None
 
 
 class HookBase:

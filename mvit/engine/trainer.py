@@ -8,6 +8,7 @@ import math
 from typing import Any, Optional
 
 import torch
+import torch.distributed as dist
 from fvcore.common.config import CfgNode
 from timm.data import Mixup
 from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
@@ -17,15 +18,17 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint.state import STATE_FORMAT
 from ..config import ConfigError
+from ..errors import UserError
 from ..utils.distributed import all_gather_object, get_rank, get_world_size, is_distributed
 from ..utils.rng import capture_rng_state, restore_rng_state
+from .data import LoaderWorkerError, describe_worker_failure
 from .evaluation import autocast_context
 from .lr_schedule import build_lr_schedule
 from .meters import topk_correct
 from .optimizer import build_optimizer
 from .train_loop import TrainerBase
 
-__all__ = ["ClassificationTrainer", "amp_dtype_from_cfg", "build_mixup"]
+__all__ = ["NONFINITE_MODES", "ClassificationTrainer", "NonFiniteLossError", "amp_dtype_from_cfg", "build_mixup"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,15 @@ def build_mixup(cfg: CfgNode) -> Optional[Mixup]:
         label_smoothing=m.LABEL_SMOOTH_VALUE,
         num_classes=cfg.MODEL.NUM_CLASSES,
     )
+
+
+# PySlowFast's misc.check_nan_losses stops on a NaN loss (a RuntimeError, inf passes); "stop" does the same
+# for NaN and inf with a message saying where and what to resume from, "skip" drops the step's update instead.
+NONFINITE_MODES = ("stop", "skip")
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """The loss was NaN or inf (``TRAIN.NONFINITE_LOSS stop``, or too many skipped steps); one line, exit 2."""
 
 
 LOSS_FUNCS = ("soft_cross_entropy", "cross_entropy", "binary_cross_entropy")
@@ -117,15 +129,25 @@ class ClassificationTrainer(TrainerBase):
         self.mixup = build_mixup(cfg)
         self.criterion = build_criterion(cfg, soft_targets=self.mixup is not None)
         self.clip = cfg.SOLVER.CLIP_GRAD_L2NORM
+        self.nonfinite_mode = str(cfg.TRAIN.NONFINITE_LOSS).lower()
+        if self.nonfinite_mode not in NONFINITE_MODES:
+            raise ConfigError(
+                f"TRAIN.NONFINITE_LOSS: {cfg.TRAIN.NONFINITE_LOSS!r} is not one of {list(NONFINITE_MODES)}"
+            )
+        self.max_skips_in_a_row = int(cfg.TRAIN.NONFINITE_MAX_SKIPS)
+        self._skips_in_a_row = 0
         self._data_iter: Optional[Any] = None
+        self._workers: list[Any] = []
 
     # ------------------------------------------------------------------ loop
     def start_epoch(self) -> None:
         sampler = self.train_loader.sampler
         sampler.set_epoch(self.epoch, start=self.iter * self.accum_steps * self.items_per_batch)
         self._data_iter = iter(self.train_loader)
+        self._workers = list(getattr(self._data_iter, "_workers", None) or [])
         if self.iter == 0:
             self.storage.epoch_meter.reset()
+            self.storage.epoch_skipped_steps = 0
 
     def release_data(self) -> None:
         # Persistent workers ignore SIGTERM (SLURM preemption): stop them now rather than at interpreter exit.
@@ -134,17 +156,83 @@ class ClassificationTrainer(TrainerBase):
             iterator._shutdown_workers()
         self.train_loader._iterator = None
 
+    def train(self) -> None:
+        """:meth:`TrainerBase.train`; a data-loader worker that died becomes one line (:class:`LoaderWorkerError`)."""
+        try:
+            super().train()
+        except RuntimeError as err:
+            # torch's SIGCHLD handler raises wherever the main thread is (a forward, a checkpoint write), and a
+            # failed write wraps it in a CheckpointError: look at the cause as well.
+            cause = err if describe_worker_failure(err) else err.__cause__
+            failure = describe_worker_failure(cause, self._workers) if cause is not None else None
+            if failure is None:
+                raise
+            raise LoaderWorkerError(
+                f"{failure} at {self._where()}: lower DATA_LOADER.NUM_WORKERS or TRAIN.BATCH_SIZE, then run the "
+                f"same command to resume (last checkpoint: {self._resume_hint()})"
+            ) from err
+
     def set_lr(self, lr: float) -> None:
         """Set every parameter group's lr to ``lr`` times its layer-decay scale."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         self.storage.lr = lr
 
+    def _where(self) -> str:
+        return f"epoch {self.epoch + 1} iteration {self.iter + 1}/{self.iters_per_epoch} (step {self.step + 1})"
+
+    def _resume_hint(self) -> str:
+        return self.storage.last_checkpoint or "no checkpoint yet"
+
+    def _finite_on_all_ranks(self, loss: torch.Tensor) -> bool:
+        # Every rank must take the same branch (backward or not), or the others wait in DDP's all-reduce forever.
+        flag = torch.isfinite(loss.detach()).all().to(torch.float32).reshape(1)
+        if is_distributed():
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item() > 0)
+
+    def _nonfinite_step(self, value: float) -> None:
+        """A step whose loss was not finite on some rank: stop, or count it as skipped (``TRAIN.NONFINITE_LOSS``)."""
+        storage = self.storage
+        what = f"loss is {value}" if not math.isfinite(value) else "loss is not finite on another process"
+        where = f"{what} at {self._where()}"
+        if self.nonfinite_mode == "stop":
+            raise NonFiniteLossError(
+                f"{where}; last good checkpoint: {self._resume_hint()}; lower SOLVER.BASE_LR, check the data, or "
+                "set TRAIN.NONFINITE_LOSS skip"
+            )
+        storage.step_skipped = True
+        storage.skipped_steps += 1
+        storage.epoch_skipped_steps += 1
+        self._skips_in_a_row += 1
+        logger.warning(
+            "%s: step skipped (%d in a row, %d this epoch, %d in all)",
+            where,
+            self._skips_in_a_row,
+            storage.epoch_skipped_steps,
+            storage.skipped_steps,
+        )
+        if self._skips_in_a_row > self.max_skips_in_a_row:
+            raise NonFiniteLossError(
+                f"{where}: {self._skips_in_a_row} steps in a row skipped (more than TRAIN.NONFINITE_MAX_SKIPS "
+                f"{self.max_skips_in_a_row}); last good checkpoint: {self._resume_hint()}; lower SOLVER.BASE_LR "
+                "or check the data"
+            )
+        if storage.epoch_skipped_steps == self.iters_per_epoch:
+            raise NonFiniteLossError(
+                f"{where}: every step of epoch {self.epoch + 1} was skipped; last good checkpoint: "
+                f"{self._resume_hint()}; lower SOLVER.BASE_LR or check the data"
+            )
+
     def run_step(self) -> None:
         self.ddp_model.train()
+        self.storage.step_skipped = False
         loss_sum = correct = rows = 0.0
+        bad_loss: Optional[float] = None
         for micro in range(self.accum_steps):
             inputs, labels, _ = next(self._data_iter)
+            if bad_loss is not None:
+                continue  # a skipped step still consumes its micro-batches: the data position stays exact
             inputs = inputs.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             targets = labels
@@ -156,16 +244,20 @@ class ClassificationTrainer(TrainerBase):
                 with autocast_context(self.device, self.amp_dtype):
                     logits = self.ddp_model(inputs)
                     loss = self.criterion(logits.float(), targets)
-                if not math.isfinite(loss.item()):
-                    raise FloatingPointError(
-                        f"loss is {loss.item()} at epoch {self.epoch} iteration {self.iter}; lower SOLVER.BASE_LR "
-                        "or check the data"
-                    )
+                if not self._finite_on_all_ranks(loss):
+                    bad_loss = loss.item()  # this rank's value (finite when another rank's was not)
+                    continue
                 self.scaler.scale(loss / self.accum_steps).backward()
             loss_sum += loss.item() * labels.shape[0]
             rows += labels.shape[0]
             if self.mixup is None:
                 correct += topk_correct(logits.detach(), labels, (1,))[0]
+        if bad_loss is not None:
+            # No optimizer or scaler step: the weights, the optimizer state and the loss scale stay as they were.
+            self.optimizer.zero_grad(set_to_none=True)
+            self._nonfinite_step(bad_loss)
+            return
+        self._skips_in_a_row = 0
         grad_norm = None
         if self.clip and self.clip > 0:
             self.scaler.unscale_(self.optimizer)
@@ -200,6 +292,11 @@ class ClassificationTrainer(TrainerBase):
             if not epoch_done
             else {},
             "metrics": self.storage.latest_eval,
+            "skipped_steps": {
+                "total": self.storage.skipped_steps,
+                "epoch": 0 if epoch_done else self.storage.epoch_skipped_steps,
+                "in_a_row": self._skips_in_a_row,
+            },
             "cfg": self.cfg.dump(),
             "class_names": self.class_names,
             "world_size": get_world_size(),
@@ -217,6 +314,10 @@ class ClassificationTrainer(TrainerBase):
         self.storage.epoch_meter.sums = dict(meters.get("sums", {}))
         self.storage.epoch_meter.counts = dict(meters.get("counts", {}))
         self.storage.latest_eval = dict(state.get("metrics") or {})
+        skipped = state.get("skipped_steps") or {}
+        self.storage.skipped_steps = int(skipped.get("total", 0))
+        self.storage.epoch_skipped_steps = int(skipped.get("epoch", 0))
+        self._skips_in_a_row = int(skipped.get("in_a_row", 0))
         rng = state.get("rng") or []
         if len(rng) == get_world_size():
             restore_rng_state(rng[get_rank()])

@@ -58,6 +58,7 @@ from torch import nn
 from mvit.checkpoint import detect_format, load_checkpoint, read_checkpoint
 from mvit.checkpoint.hub import resolve_checkpoint
 from mvit.engine import preemption
+from mvit.engine.lock import hold_until_exit, release_held
 from mvit.errors import ConfigError, report, run_cli
 from mvit.utils.cli import ArgumentParser
 from projects.detection.backbone import MViTBackbone
@@ -280,6 +281,9 @@ def setup(args):
         # AMP (GradScaler + float16 autocast) and fp16 gradient compression need CUDA.
         cfg.train.amp.enabled = False
         cfg.train.ddp.fp16_compression = False
+    if not args.eval_only and comm.is_main_process():
+        # One training run per output_dir (mvit.engine.lock), taken before anything is written there.
+        hold_until_exit(cfg.train.output_dir)
     default_setup(cfg, args)
     if cfg.train.device == "cpu":
         logger.info("No GPU: training on CPU with AMP off")
@@ -294,7 +298,10 @@ def main(args) -> Dict[str, Any]:
         initialize_from_checkpoint(model, cfg.train.init_checkpoint)
         model = _ddp(model, cfg.train.device)
         return do_test(cfg, model)
-    return do_train(args, cfg)
+    try:
+        return do_train(args, cfg)
+    finally:
+        release_held(cfg.train.output_dir)  # taken by setup (main process only; a no-op elsewhere)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
