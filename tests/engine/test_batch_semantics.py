@@ -78,6 +78,22 @@ def test_config_arithmetic_for_1_2_and_8_machines(recipe, shards, extensions):
     assert lr == pytest.approx(expected[3] * shards, rel=1e-12)
 
 
+@pytest.mark.parametrize("shards", [1, 8])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mvit_MVITv2_T.yaml",
+        "pysf_ImageNet_MVITv2_T.yaml",
+        "pysf_Kinetics_MVITv2_S_16x4.yaml",
+        "pysf_SSv2_MVITv2_S_16x4.yaml",
+    ],
+)
+def test_official_files_mean_the_publishers_numbers(name, shards, extensions):
+    # facebookresearch/mvit's files set no MODEL.ARCH: our defaults apply, and they must not scale the lr again.
+    cfg = load_config(str(OFFICIAL / name), ["NUM_SHARDS", str(shards)], extensions=extensions)
+    assert _ours(cfg) == pytest.approx(_pyslowfast(cfg, shards), rel=1e-12)
+
+
 def test_batch_that_does_not_divide_names_the_keys(extensions):
     cfg = load_config(str(ROOT / RECIPES["K400 S"][0]), ["NUM_GPUS", "6"], extensions=extensions)
     with pytest.raises(ConfigError) as err:
