@@ -60,7 +60,7 @@ class BatchLayout:
         return (
             f"batch: {self.global_batch} items per step = TRAIN.BATCH_SIZE {self.global_batch // self.machines} "
             f"per machine x {self.machines} machine(s); {self.per_process} per process "
-            f"({self.processes_per_machine} per machine), {self.micro_batch} per forward pass ({self.rows} rows); "
+            f"({self.processes_per_machine} processes per machine), {self.micro_batch} per forward pass ({self.rows} rows); "
             f"lr x {self.lr_scale:g}"
         )
 
