@@ -22,16 +22,20 @@ saving a checkpoint (run the same command again to resume).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import signal
 import sys
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
-from mvit.config import load_config
+from mvit.config import CfgNode, load_config
 from mvit.engine import launch, run
 from mvit.engine.plugins import load_projects
 from mvit.engine.preemption import PREEMPTED_EXIT_CODE, Preempted
 from mvit.errors import USER_ERROR_EXIT_CODE, UserError, report, run_cli
 from mvit.utils.cli import ArgumentParser
+from mvit.utils.logging import setup_logging
 
 # The projects this tool trains and tests: each registers its datasets and config keys on import.
 PROJECTS = ("projects.classification", "projects.video")
@@ -80,6 +84,52 @@ def _signals(spec: str) -> list[int]:
         raise UserError(f"--stop-signals: unknown signal {err.args[0]!r} (known: {sorted(_SIGNALS)})") from None
 
 
+class _Held(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _hold_config_log() -> Iterator[list[logging.LogRecord]]:
+    """Hold what the config loader logs (official keys ignored or translated) until OUTPUT_DIR is known."""
+    log = logging.getLogger("mvit.config")
+    held, saved = _Held(), (log.level, log.propagate)
+    log.addHandler(held)
+    # Not propagated: a previous run in this process may have left handlers on its own log file.
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield held.records
+    finally:
+        log.removeHandler(held)
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
+
+
+def _log_before_launch(cfg: CfgNode, records: list[logging.LogRecord]) -> None:
+    """Write the held config messages to this machine's log in OUTPUT_DIR (log.txt on the first machine)."""
+    several = cfg.NUM_SHARDS > 1 and "RANK" not in os.environ
+    if not records and not several:
+        return
+    rank = int(os.environ["RANK"]) if "RANK" in os.environ else cfg.SHARD_ID * max(1, cfg.NUM_GPUS)
+    setup_logging(cfg.OUTPUT_DIR, rank)
+    for record in records:
+        logging.getLogger(record.name).handle(record)
+    if several:
+        logging.getLogger("tools.run_net").info(
+            "machine %d of NUM_SHARDS %d: waiting at INIT_METHOD %s for the other machines (run the same command "
+            "there with SHARD_ID 0..%d; NUM_SHARDS 1 trains on this machine alone)",
+            cfg.SHARD_ID,
+            cfg.NUM_SHARDS,
+            cfg.INIT_METHOD,
+            cfg.NUM_SHARDS - 1,
+        )
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     try:
@@ -87,7 +137,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         stop_signals = _signals(args.stop_signals)
         modules, extensions = load_projects(PROJECTS)
         for cfg_file in args.cfg_files:  # in turn, as PySlowFast runs several --cfg files
-            cfg = load_config(cfg_file, args.opts, extensions=extensions)
+            with _hold_config_log() as records:
+                cfg = load_config(cfg_file, args.opts, extensions=extensions)
+            _log_before_launch(cfg, records)
             launch(cfg, run, modules=modules, stop_signals=stop_signals)
     except UserError as err:
         print(f"error: {report(err)}", file=sys.stderr)

@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import submitit
 
 from mvit.engine.plugins import load_projects
-from mvit.engine.submit import LaunchTarget, get_args_parser, register_target, run_script, submit
+from mvit.engine.submit import LaunchTarget, get_args_parser, load_script, register_target, run_script, submit
 from mvit.errors import UserError, run_cli
 
 # Projects whose import registers their own launch target (skipped when not installed).
@@ -41,6 +41,16 @@ def run_net_command_line(cfg: str, opts: Sequence[str], output_dir: str, tasks: 
     launch = ["NUM_GPUS", str(tasks), "NUM_SHARDS", str(nodes)]
     # The task's own handlers (TrainingJob) turn signals into stop requests; run_net must not replace them.
     return ["--cfg", cfg, "--stop-signals", "none", *opts, *launch, "OUTPUT_DIR", output_dir]
+
+
+def check_run_net_job(cfg: str, opts: Sequence[str], tasks: int, nodes: int) -> None:
+    """Load the config as each task will (NUM_GPUS = tasks per node, NUM_SHARDS = nodes) and check its batch."""
+    from mvit.config import load_config
+    from mvit.engine.batch import batch_layout
+
+    _, extensions = load_projects(load_script(str(RUN_NET)).PROJECTS)
+    config = load_config(cfg, [*opts, "NUM_GPUS", str(tasks), "NUM_SHARDS", str(nodes)], extensions=extensions)
+    logging.info("%s: %s", Path(cfg).name, batch_layout(config).describe())
 
 
 def check_run_net_overrides(opts: Sequence[str]) -> None:
@@ -58,6 +68,7 @@ RUN_NET_TARGET = register_target(
         main=functools.partial(run_script, str(RUN_NET)),
         command_line=run_net_command_line,
         check_overrides=check_run_net_overrides,
+        check_job=check_run_net_job,
         help="tools/run_net.py, image and video classification",
     )
 )

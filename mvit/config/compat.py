@@ -331,8 +331,9 @@ VALUE_ALIASES: Dict[str, Tuple[Dict[Any, Any], str]] = {
 
 # A file that sets MODEL.ARCH (a key only PySlowFast has) is a PySlowFast config: the shared keys it leaves out
 # mean PySlowFast's defaults, not ours. These are the ones that differ (slowfast/config/defaults.py); the lr is
-# never scaled by the batch there (SOLVER.BASE_LR_BATCH_SIZE 0). MVIT.POOL_KVQ_KERNEL None (kernels derived
-# from the strides) has no spelling here and stays ours; every MViTv2 file sets it.
+# never scaled by the batch there (SOLVER.BASE_LR_BATCH_SIZE 0, now our default too; TRAIN.BATCH_SIZE is per
+# machine in both). MVIT.POOL_KVQ_KERNEL None (kernels derived from the strides) has no spelling here and stays
+# ours; every MViTv2 file sets it.
 PYSLOWFAST_DEFAULTS: Dict[str, Any] = {
     "TRAIN.DATASET": "kinetics",
     "TRAIN.BATCH_SIZE": 64,

@@ -59,7 +59,9 @@ _C.DATA.IN_CHANS = 3
 _C.TRAIN = CfgNode()
 _C.TRAIN.ENABLE = True
 _C.TRAIN.DATASET = "imagenet"
-# Global mini-batch of one optimizer step (split over all processes and GRAD_ACCUM_STEPS).
+# Items (images or clips) of one optimizer step on ONE machine, as in PySlowFast: divided among its NUM_GPUS
+# processes and GRAD_ACCUM_STEPS; the global batch is BATCH_SIZE x NUM_SHARDS. Each item gives AUG.NUM_SAMPLE
+# rows of the model's batch (mvit/engine/batch.py).
 _C.TRAIN.BATCH_SIZE = 256
 _C.TRAIN.EVAL_PERIOD = 10
 _C.TRAIN.CHECKPOINT_PERIOD = 10
@@ -68,7 +70,7 @@ _C.TRAIN.AUTO_RESUME = True
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""
 # Precision: "fp32", "bf16" or "fp16" (fp16 uses a GradScaler; GPU only).
 _C.TRAIN.MIXED_PRECISION = "fp32"
-# Optimizer steps accumulate this many micro-batches (TRAIN.BATCH_SIZE is the batch of one step).
+# Optimizer steps accumulate this many micro-batches of TRAIN.BATCH_SIZE / NUM_GPUS / GRAD_ACCUM_STEPS items.
 _C.TRAIN.GRAD_ACCUM_STEPS = 1
 # Also write checkpoints/last.pyth every N optimizer steps (0: only at epoch ends).
 _C.TRAIN.CHECKPOINT_ITER_PERIOD = 0
@@ -90,7 +92,7 @@ _C.TRAIN.NONFINITE_MAX_SKIPS = 10
 # ---------------------------------------------------------------------------
 _C.AUG = CfgNode()
 _C.AUG.ENABLE = True
-# Repeated augmentation: each sample appears this many times per batch.
+# Repeated augmentation: each item appears this many times per batch (TRAIN.BATCH_SIZE counts items).
 _C.AUG.NUM_SAMPLE = 1
 _C.AUG.COLOR_JITTER = 0.4
 _C.AUG.AA_TYPE = "rand-m9-n6-mstd0.5-inc1"
@@ -115,12 +117,13 @@ _C.MIXUP.LABEL_SMOOTH_VALUE = 0.1
 # Optimizer and schedule
 # ---------------------------------------------------------------------------
 _C.SOLVER = CfgNode()
-# Learning rate per 256 samples of global batch (scaled linearly by the real batch).
+# The lr; multiplied by one of the two rules below (WARMUP_START_LR and COSINE_END_LR alike).
 _C.SOLVER.BASE_LR = 2.5e-4
+# PySlowFast's rule: lr x NUM_SHARDS (TRAIN.BATCH_SIZE is per machine, so the global batch grows alike).
 _C.SOLVER.BASE_LR_SCALE_NUM_SHARDS = False
-# BASE_LR is per this many images of TRAIN.BATCH_SIZE: lr = BASE_LR * TRAIN.BATCH_SIZE / BASE_LR_BATCH_SIZE
-# (0: no batch scaling). WARMUP_START_LR and COSINE_END_LR are scaled alike.
-_C.SOLVER.BASE_LR_BATCH_SIZE = 256
+# Linear scaling rule (this project's): BASE_LR is per this many items of the global batch TRAIN.BATCH_SIZE x
+# NUM_SHARDS, lr = BASE_LR x global batch / BASE_LR_BATCH_SIZE. 0: off, as the publishers' files mean.
+_C.SOLVER.BASE_LR_BATCH_SIZE = 0
 _C.SOLVER.LR_POLICY = "cosine"
 _C.SOLVER.COSINE_END_LR = 1e-6
 _C.SOLVER.COSINE_AFTER_WARMUP = True
@@ -145,6 +148,7 @@ _C.SOLVER.LAYER_DECAY = 1.0
 _C.TEST = CfgNode()
 _C.TEST.ENABLE = True
 _C.TEST.DATASET = "imagenet"
+# Items per forward pass on ONE machine (divided among its NUM_GPUS processes), as in PySlowFast.
 _C.TEST.BATCH_SIZE = 64
 _C.TEST.CHECKPOINT_FILE_PATH = ""
 
@@ -158,8 +162,9 @@ _C.DATA_LOADER.PIN_MEMORY = True
 # ---------------------------------------------------------------------------
 # Launch (PySlowFast semantics: NUM_GPUS processes per machine, NUM_SHARDS machines)
 # ---------------------------------------------------------------------------
-# Processes per machine; on a CPU-only machine each process runs on the CPU (gloo).
+# Processes per machine; on a CPU-only machine each process runs on the CPU (gloo). 0: one process.
 _C.NUM_GPUS = 1
+# Machines of the job, and this machine's index (each machine runs tools/run_net.py with its own SHARD_ID).
 _C.NUM_SHARDS = 1
 _C.SHARD_ID = 0
 _C.INIT_METHOD = "tcp://localhost:9999"

@@ -105,16 +105,29 @@ def param_groups(
 def lr_scale_factor(cfg: CfgNode) -> float:
     """Factor applied to every lr of the schedule (base, warmup start, cosine end).
 
-    ``global batch / SOLVER.BASE_LR_BATCH_SIZE`` (linear scaling rule; the global batch is ``TRAIN.BATCH_SIZE``,
-    the images of one optimizer step over all processes and accumulation steps), times ``NUM_SHARDS`` when
-    ``SOLVER.BASE_LR_SCALE_NUM_SHARDS`` (PySlowFast's video recipes). ``BASE_LR_BATCH_SIZE`` 0 disables the first.
+    - ``SOLVER.BASE_LR_SCALE_NUM_SHARDS``: ``NUM_SHARDS`` (PySlowFast's and facebookresearch/mvit's rule, where
+      ``TRAIN.BATCH_SIZE`` is the batch of one machine, so the lr grows with the machines as the global batch);
+    - ``SOLVER.BASE_LR_BATCH_SIZE`` > 0: ``global batch / BASE_LR_BATCH_SIZE`` with the global batch
+      ``TRAIN.BATCH_SIZE x NUM_SHARDS`` (the linear scaling rule, this project's addition);
+    - neither: 1 (``BASE_LR`` is the lr).
+
+    Raises:
+        ConfigError: both are set (each already scales with the number of machines).
     """
-    factor = 1.0
-    if cfg.SOLVER.BASE_LR_BATCH_SIZE > 0:
-        factor *= cfg.TRAIN.BATCH_SIZE / cfg.SOLVER.BASE_LR_BATCH_SIZE
-    if cfg.SOLVER.BASE_LR_SCALE_NUM_SHARDS:
-        factor *= cfg.NUM_SHARDS
-    return factor
+    s = cfg.SOLVER
+    if s.BASE_LR_BATCH_SIZE < 0:
+        raise ConfigError(f"SOLVER.BASE_LR_BATCH_SIZE must be >= 0 (0: no batch scaling), got {s.BASE_LR_BATCH_SIZE}")
+    if s.BASE_LR_BATCH_SIZE > 0 and s.BASE_LR_SCALE_NUM_SHARDS:
+        raise ConfigError(
+            f"SOLVER.BASE_LR_BATCH_SIZE {s.BASE_LR_BATCH_SIZE} and SOLVER.BASE_LR_SCALE_NUM_SHARDS True both scale "
+            "the lr with the number of machines: set SOLVER.BASE_LR_BATCH_SIZE 0 or SOLVER.BASE_LR_SCALE_NUM_SHARDS "
+            "False"
+        )
+    if s.BASE_LR_BATCH_SIZE > 0:
+        return cfg.TRAIN.BATCH_SIZE * cfg.NUM_SHARDS / s.BASE_LR_BATCH_SIZE
+    if s.BASE_LR_SCALE_NUM_SHARDS:
+        return float(cfg.NUM_SHARDS)
+    return 1.0
 
 
 def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:

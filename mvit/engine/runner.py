@@ -19,6 +19,7 @@ from ..utils.distributed import get_rank, get_world_size, is_main_process, synch
 from ..utils.logging import progress_enabled, setup_logging
 from ..utils.rng import derive_seed, seed_all
 from . import hooks as H
+from .batch import adopt_launcher_layout, batch_layout
 from .data import build_loader
 from .evaluation import evaluate
 from .launch import UserError, get_device
@@ -70,12 +71,6 @@ def _check_classes(cfg: CfgNode, dataset: Dataset, what: str) -> Optional[list[s
     return list(classes) if classes is not None else None
 
 
-def _split(total: int, parts: int, what: str) -> int:
-    if total % parts or total < parts:
-        raise UserError(f"{what} must be a positive multiple of {parts}, got {total}")
-    return total // parts
-
-
 def train(cfg: CfgNode, build_model: Optional[ModelBuilder] = None) -> dict[str, Any]:
     """Train from scratch, from ``TRAIN.CHECKPOINT_FILE_PATH`` (fine-tuning; a head of another size is
     re-initialised) or, with ``TRAIN.AUTO_RESUME``, from the newest valid checkpoint in ``OUTPUT_DIR``.
@@ -95,16 +90,14 @@ def _train(cfg: CfgNode, build_model: Optional[ModelBuilder]) -> dict[str, Any]:
     build_model = build_model or _default_builder()
     device = _setup(cfg)
     rank, world = get_rank(), get_world_size()
+    cfg = adopt_launcher_layout(cfg, world, rank)
+    layout = batch_layout(cfg)
+    logger.info("%s", layout.describe())
     if is_main_process():
         with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
             f.write(cfg.dump())
     accum = cfg.TRAIN.GRAD_ACCUM_STEPS
-    rows = _split(
-        cfg.TRAIN.BATCH_SIZE, world * accum, f"TRAIN.BATCH_SIZE ({world} processes x {accum} accumulation steps)"
-    )
-    items = _split(rows, cfg.AUG.NUM_SAMPLE, "the micro-batch per process (AUG.NUM_SAMPLE views per image)")
-    if cfg.MIXUP.ENABLE and rows % 2:
-        raise UserError(f"mixup pairs samples: the micro-batch per process ({rows}) must be even")
+    items = layout.micro_batch
 
     train_set = build_dataset(cfg.TRAIN.DATASET, cfg, "train")
     class_names = _check_classes(cfg, train_set, f"{cfg.TRAIN.DATASET} train")
@@ -140,8 +133,7 @@ def _train(cfg: CfgNode, build_model: Optional[ModelBuilder]) -> dict[str, Any]:
     ema = H.EMA(model, cfg.TRAIN.EMA_DECAY, cfg.TRAIN.EMA_WARMUP) if cfg.TRAIN.EMA_ENABLE else None
     val_hook = None
     if val_set is not None:
-        val_batch = max(1, math.ceil(cfg.TEST.BATCH_SIZE / world))
-        val_loader = build_loader(val_set, batch_size=val_batch, train=False, **loader_kw)
+        val_loader = build_loader(val_set, batch_size=layout.test_per_process, train=False, **loader_kw)
         val_hook = H.EvalHook(val_loader, cfg.TRAIN.EVAL_PERIOD, ema=ema, progress=progress)
     trainer.register_hooks(
         [
@@ -197,7 +189,7 @@ def test(cfg: CfgNode, build_model: Optional[ModelBuilder] = None) -> dict[str, 
     """
     build_model = build_model or _default_builder()
     device = _setup(cfg)
-    world = get_world_size()
+    cfg = adopt_launcher_layout(cfg, get_world_size(), get_rank())
     test_set = build_dataset(cfg.TEST.DATASET, cfg, "test")
     _check_classes(cfg, test_set, f"{cfg.TEST.DATASET} test")
     seed_all(cfg.RNG_SEED)
@@ -210,11 +202,12 @@ def test(cfg: CfgNode, build_model: Optional[ModelBuilder] = None) -> dict[str, 
         models["test_ema"] = ema_model
     loader = build_loader(
         test_set,
-        batch_size=max(1, math.ceil(cfg.TEST.BATCH_SIZE / world)),
+        # TEST.BATCH_SIZE is the batch of one machine, as in PySlowFast.
+        batch_size=max(1, math.ceil(cfg.TEST.BATCH_SIZE / max(1, cfg.NUM_GPUS))),
         train=False,
         seed=cfg.RNG_SEED,
         rank=get_rank(),
-        world_size=world,
+        world_size=get_world_size(),
         num_workers=cfg.DATA_LOADER.NUM_WORKERS,
         pin_memory=cfg.DATA_LOADER.PIN_MEMORY and device.type == "cuda",
     )

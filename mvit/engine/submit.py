@@ -61,6 +61,10 @@ def _no_check(opts: Sequence[str]) -> None:
     return None
 
 
+def _no_job_check(cfg: str, opts: Sequence[str], tasks_per_node: int, nodes: int) -> None:
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class LaunchTarget:
     """An entry point a job can run; its callables are pickled into the job (define them at module level).
@@ -73,6 +77,9 @@ class LaunchTarget:
         command_line: ``(cfg, opts, output_dir, tasks_per_node, nodes) -> argv`` of ``main`` in one task.
         check_overrides: raises :class:`~mvit.errors.UserError` for config overrides the job cannot take
             (checked at submission).
+        check_job: ``(cfg, opts, tasks_per_node, nodes)``; raises :class:`~mvit.errors.UserError` for a config
+            that cannot run on that many nodes and tasks (e.g. a batch that does not divide), checked at
+            submission so the error comes before the job waits in the queue.
         cooperative_stop: whether ``main`` honours :func:`mvit.engine.preemption.request_stop` (checkpoint at the
             next iteration, then stop as above). Otherwise submitit's own handlers stay: on SIGUSR2 the job
             requeues at once and resumes from the entry point's last periodic checkpoint.
@@ -83,6 +90,7 @@ class LaunchTarget:
     main: Callable[[list[str]], Any]
     command_line: Callable[[str, Sequence[str], str, int, int], list[str]]
     check_overrides: Callable[[Sequence[str]], None] = _no_check
+    check_job: Callable[[str, Sequence[str], int, int], None] = _no_job_check
     cooperative_stop: bool = True
     help: str = ""
 
@@ -245,7 +253,9 @@ def _check_args(args: argparse.Namespace) -> None:
     misplaced = [o for o in opts if o.startswith("--")]
     if misplaced:
         raise UserError(f"options go before the config overrides: {' '.join(misplaced)}")
-    get_target(args.target).check_overrides(opts)
+    target = get_target(args.target)
+    target.check_overrides(opts)
+    target.check_job(args.cfg, opts, _tasks_per_node(args), args.nodes)
 
 
 class _MissingFile(UserError, FileNotFoundError):

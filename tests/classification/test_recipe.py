@@ -34,8 +34,9 @@ def test_every_recipe_option_at_once_trains_and_tests(image_tree, tiny_cfg, run_
     )
     assert run_net_main(run_net_argv(tiny_cfg, image_tree, out, *opts)) == 0
     state = load_training_state(str(out / "checkpoints" / "last.pyth"))
-    # 24 images, steps of 8 rows = 2 micro-batches of 4 rows = 2 images x 2 views: 6 steps
-    assert (state["epoch"], state["step"]) == (1, 6)
+    # 24 images, steps of 8 images (TRAIN.BATCH_SIZE counts items, as in PySlowFast) = 2 micro-batches of 4 images
+    # x 2 views = 8 rows: 3 steps
+    assert (state["epoch"], state["step"]) == (1, 3)
     assert len({g["lr_scale"] for g in state["optimizer"]["param_groups"]}) > 2
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"val", "val_ema", "test", "test_ema"} <= {r["split"] for r in records}

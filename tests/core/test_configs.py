@@ -23,18 +23,19 @@ PAIRS = [
 # The recipe keys of the shipped yamls as they were written out in full before they became _BASE_ + ARCH.
 _IN1K = {
     "MODEL.NUM_CLASSES": 1000, "MODEL.DROPOUT_RATE": 0.0, "MODEL.ACT_CHECKPOINT": False,
-    "TRAIN.DATASET": "imagenet", "TRAIN.BATCH_SIZE": 2048, "TRAIN.EVAL_PERIOD": 10, "TRAIN.CHECKPOINT_PERIOD": 10,
+    "TRAIN.DATASET": "imagenet", "TRAIN.BATCH_SIZE": 256, "TRAIN.EVAL_PERIOD": 10, "TRAIN.CHECKPOINT_PERIOD": 10,
     "TRAIN.MIXED_PRECISION": "bf16", "TEST.DATASET": "imagenet", "TEST.BATCH_SIZE": 256,
     "DATA.NUM_FRAMES": 1, "DATA.TRAIN_CROP_SIZE": 224, "DATA.TEST_CROP_SIZE": 224, "DATA.VAL_CROP_RATIO": 0.875,
     "DATA.MEAN": [0.485, 0.456, 0.406], "DATA.STD": [0.229, 0.224, 0.225],
     "AUG.NUM_SAMPLE": 1, "AUG.AA_TYPE": "rand-m9-n6-mstd0.5-inc1", "AUG.INTERPOLATION": "bicubic", "AUG.RE_PROB": 0.25,
     "MIXUP.ALPHA": 0.8, "MIXUP.CUTMIX_ALPHA": 1.0, "MIXUP.SWITCH_PROB": 0.5, "MIXUP.LABEL_SMOOTH_VALUE": 0.1,
-    "SOLVER.OPTIMIZING_METHOD": "adamw", "SOLVER.BASE_LR": 0.00025, "SOLVER.WEIGHT_DECAY": 0.05,
+    "SOLVER.OPTIMIZING_METHOD": "adamw", "SOLVER.BASE_LR": 0.00025, "SOLVER.BASE_LR_SCALE_NUM_SHARDS": True,
+    "SOLVER.BASE_LR_BATCH_SIZE": 0, "SOLVER.WEIGHT_DECAY": 0.05,
     "SOLVER.LR_POLICY": "cosine", "SOLVER.MAX_EPOCH": 300, "SOLVER.WARMUP_EPOCHS": 70.0,
     "SOLVER.WARMUP_START_LR": 1e-08, "SOLVER.COSINE_END_LR": 1e-06, "SOLVER.CLIP_GRAD_L2NORM": 1.0,
 }  # fmt: skip
 _K400 = {
-    "MODEL.NUM_CLASSES": 400, "MODEL.DROPOUT_RATE": 0.5, "TRAIN.DATASET": "kinetics", "TRAIN.BATCH_SIZE": 64,
+    "MODEL.NUM_CLASSES": 400, "MODEL.DROPOUT_RATE": 0.5, "TRAIN.DATASET": "kinetics", "TRAIN.BATCH_SIZE": 16,
     "TRAIN.EVAL_PERIOD": 10, "TRAIN.CHECKPOINT_PERIOD": 10, "TRAIN.MIXED_PRECISION": "bf16",
     "TEST.DATASET": "kinetics", "TEST.BATCH_SIZE": 64, "TEST.NUM_ENSEMBLE_VIEWS": 5, "TEST.ENSEMBLE_METHOD": "sum",
     "DATA.TARGET_FPS": 30, "DATA.TRAIN_JITTER_SCALES_RELATIVE": [0.08, 1.0],
@@ -162,3 +163,48 @@ def test_ssv2_yaml_is_pyslowfasts_recipe_on_the_zoo_architecture(path):
     k400 = resolve_config(name)
     head_dim = k400.block_specs()[-1].dim_out
     assert count == num_params == sum(p.numel() for p in MViT(k400).parameters()) - (400 - 174) * (head_dim + 1)
+
+
+# What each recipe means at the layout its models were trained on (TRAIN.BATCH_SIZE is per machine, as in
+# PySlowFast): NUM_GPUS, NUM_SHARDS -> items per optimizer step over all machines, items and model rows per process,
+# and the scheduled lr (peak, warmup start, cosine end). IN1K: 8 machines of 8 GPUs, batch 2048, lr 2e-3, as the
+# recipe gave when TRAIN.BATCH_SIZE was the global batch; the video recipes: PySlowFast's files (one machine).
+_IN1K_RUN = ((8, 8), (2048, 32, 32, 2e-3, 8e-8, 8e-6))
+_K400_RUN = ((8, 1), (16, 2, 4, 1e-4, 1e-6, 1e-6))  # 2 clips per GPU, 2 augmented copies each
+EFFECTIVE = {
+    **{f"IN1K/MVITv2_{size}.yaml": _IN1K_RUN for size in "TSBLH"},
+    **{f"K400/{name}.yaml": _K400_RUN for name in ("MVITv2_S_16x4", "MVITv2_B_32x3", "MVITv2_L_40x3")},
+    "SSv2/MVITv2_S_16x4.yaml": ((8, 1), (16, 2, 2, 2.5e-3, 1e-4, 1e-6)),
+    "SSv2/MVITv2_B_32x3.yaml": ((8, 1), (16, 2, 2, 1.5e-3, 1e-4, 1e-6)),
+    # PySlowFast: 8 GPUs x 1 clip; timm's mixup pairs rows, so 4 processes x 2 here (same global batch and lr).
+    "SSv2/MVITv2_L_40x3.yaml": ((4, 1), (8, 2, 2, 1.25e-3, 1e-6, 1e-6)),
+    "DEMO/MVITv2_digits.yaml": ((1, 1), (64, 64, 64, 1e-3, 2.5e-9, 2.5e-7)),
+    "DEMO/video_motion.yaml": ((1, 1), (32, 32, 32, 2e-3, 1e-8, 1e-6)),
+    "DEMO/video_motion_frames.yaml": ((1, 1), (32, 32, 32, 2e-3, 1e-8, 1e-6)),
+}
+
+
+def test_every_shipped_recipe_is_in_the_effective_numbers_table():
+    shipped = {p.relative_to(CONFIGS).as_posix() for p in CONFIGS.glob("*/*.yaml") if p.name != "base.yaml"}
+    assert shipped == set(EFFECTIVE)
+
+
+@pytest.mark.parametrize("path", sorted(EFFECTIVE))
+def test_recipe_means_the_same_batch_and_lr(path):
+    from mvit.engine.batch import batch_layout
+    from mvit.engine.lr_schedule import build_lr_schedule
+    from projects.classification.config import add_classification_config
+    from projects.video.config import add_video_config
+
+    (gpus, shards), (global_batch, per_process, rows, lr, warmup_lr, end_lr) = EFFECTIVE[path]
+    cfg = load_config(
+        str(CONFIGS / path),
+        ["NUM_GPUS", str(gpus), "NUM_SHARDS", str(shards)],
+        extensions=[add_classification_config, add_video_config],
+    )
+    layout = batch_layout(cfg)
+    assert (layout.global_batch, layout.per_process, layout.rows) == (global_batch, per_process, rows)
+    schedule = build_lr_schedule(cfg)
+    assert schedule.base_lr == pytest.approx(lr, rel=1e-9)
+    assert schedule.warmup_start_lr == pytest.approx(warmup_lr, rel=1e-9)
+    assert schedule.end_lr == pytest.approx(end_lr, rel=1e-9)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mvit.config import get_cfg
+from mvit.config import ConfigError, get_cfg
 from mvit.engine.lr_schedule import LRSchedule, build_lr_schedule
 from mvit.engine.optimizer import build_optimizer, layer_id, lr_scale_factor
 from mvit.models import create_model
@@ -87,15 +87,25 @@ def test_layer_decay_scales_lr_by_depth():
 
 def test_lr_is_scaled_by_global_batch_and_shards():
     cfg = get_cfg()
-    cfg.TRAIN.BATCH_SIZE = 2048
+    assert lr_scale_factor(cfg) == 1.0  # BASE_LR is the lr, as in the publishers' defaults
+    # Linear scaling by the global batch: TRAIN.BATCH_SIZE of one machine x NUM_SHARDS machines.
+    cfg.TRAIN.BATCH_SIZE, cfg.NUM_SHARDS, cfg.SOLVER.BASE_LR_BATCH_SIZE = 512, 4, 256
     assert lr_scale_factor(cfg) == 8.0
     cfg.SOLVER.BASE_LR_BATCH_SIZE = 0
     cfg.SOLVER.BASE_LR_SCALE_NUM_SHARDS = True
-    cfg.NUM_SHARDS = 4
     assert lr_scale_factor(cfg) == 4.0
     schedule = build_lr_schedule(cfg)
     assert schedule.base_lr == pytest.approx(4 * cfg.SOLVER.BASE_LR)
     assert schedule.warmup_start_lr == pytest.approx(4 * cfg.SOLVER.WARMUP_START_LR)
+    assert schedule.end_lr == pytest.approx(4 * cfg.SOLVER.COSINE_END_LR)
+
+
+def test_both_lr_scaling_rules_at_once_are_refused():
+    cfg = get_cfg()
+    cfg.SOLVER.BASE_LR_BATCH_SIZE, cfg.SOLVER.BASE_LR_SCALE_NUM_SHARDS = 256, True
+    with pytest.raises(ConfigError, match="BASE_LR_BATCH_SIZE 256 and SOLVER.BASE_LR_SCALE_NUM_SHARDS True") as err:
+        lr_scale_factor(cfg)
+    assert "\n" not in str(err.value)
 
 
 def test_cosine_schedule_with_linear_warmup():
