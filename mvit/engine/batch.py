@@ -27,6 +27,13 @@ __all__ = ["BatchLayout", "adopt_launcher_layout", "batch_layout"]
 logger = logging.getLogger(__name__)
 
 
+def mixup_pairs_samples(cfg: CfgNode) -> bool:
+    """Whether ``MIXUP`` mixes samples (pairing rows of a batch); at ``PROB`` 0 or both alphas 0 it only smooths
+    labels, which the loss does for hard labels too, so the batch need not be even (SSv2 L on 8 GPUs)."""
+    m = cfg.MIXUP
+    return bool(m.ENABLE) and m.PROB > 0 and (m.ALPHA > 0 or m.CUTMIX_ALPHA > 0)
+
+
 @dataclass(frozen=True)
 class BatchLayout:
     """The numbers a config means for a job (see the module docstring).
@@ -100,7 +107,7 @@ def batch_layout(cfg: CfgNode) -> BatchLayout:
     per_process = batch // procs
     micro = per_process // accum
     rows = micro * views
-    if cfg.MIXUP.ENABLE and rows % 2:
+    if mixup_pairs_samples(cfg) and rows % 2:
         raise ConfigError(
             f"mixup pairs samples: the micro-batch per process (TRAIN.BATCH_SIZE {batch} / NUM_GPUS {procs} / "
             f"TRAIN.GRAD_ACCUM_STEPS {accum} x AUG.NUM_SAMPLE {views} = {rows} rows) must be even"

@@ -21,6 +21,7 @@ from ..config import ConfigError
 from ..errors import UserError
 from ..utils.distributed import all_gather_object, get_rank, get_world_size, is_distributed
 from ..utils.rng import capture_rng_state, restore_rng_state
+from .batch import mixup_pairs_samples
 from .data import LoaderWorkerError, describe_worker_failure
 from .evaluation import autocast_context
 from .lr_schedule import build_lr_schedule
@@ -46,9 +47,10 @@ def amp_dtype_from_cfg(cfg: CfgNode, device: torch.device) -> Optional[torch.dty
 
 
 def build_mixup(cfg: CfgNode) -> Optional[Mixup]:
-    """timm's batch-wise mixup / cutmix with label smoothing, or ``None`` when ``MIXUP.ENABLE`` is off."""
+    """timm's batch-wise mixup / cutmix with label smoothing, or ``None`` when it would mix nothing (``MIXUP.ENABLE``
+    off, ``PROB`` 0, both alphas 0): hard labels then take the same smoothing in the loss (:func:`build_criterion`)."""
     m = cfg.MIXUP
-    if not m.ENABLE:
+    if not mixup_pairs_samples(cfg):
         return None
     return Mixup(
         mixup_alpha=m.ALPHA,

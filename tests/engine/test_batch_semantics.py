@@ -143,3 +143,27 @@ def test_a_launchers_layout_is_adopted_and_a_mismatch_is_one_line(monkeypatch, e
     adopted = adopt_launcher_layout(cfg, 16, 11)
     assert (adopted.NUM_GPUS, adopted.NUM_SHARDS, adopted.SHARD_ID) == (8, 2, 1)
     assert batch_layout(adopted).global_batch == 512 and batch_layout(adopted).per_process == 32
+
+
+def test_mixup_that_mixes_nothing_needs_no_even_batch_and_trains_the_same(extensions):
+    """SSv2 L on 8 GPUs: 8 clips per machine is 1 per GPU; MIXUP.PROB 0 only smooths labels, which the loss does
+    for hard labels, so the odd micro-batch is allowed and the loss equals timm's mixup targets' loss."""
+    import torch
+    from timm.data import Mixup
+    from timm.loss import SoftTargetCrossEntropy
+
+    from mvit.engine.trainer import build_criterion, build_mixup
+
+    cfg = load_config(str(ROOT / "configs/SSv2/MVITv2_L_40x3.yaml"), ["NUM_GPUS", "8"], extensions=extensions)
+    assert batch_layout(cfg).per_process == 1
+    assert build_mixup(cfg) is None
+    logits, labels = torch.randn(2, cfg.MODEL.NUM_CLASSES), torch.tensor([3, 7])
+    timm_mixup = Mixup(prob=0.0, label_smoothing=cfg.MIXUP.LABEL_SMOOTH_VALUE, num_classes=cfg.MODEL.NUM_CLASSES)
+    _, soft = timm_mixup(torch.zeros(2, 1), labels)
+    expected = SoftTargetCrossEntropy()(logits, soft)
+    torch.testing.assert_close(build_criterion(cfg, soft_targets=False)(logits, labels), expected)
+    mixing = load_config(
+        str(ROOT / "configs/SSv2/MVITv2_L_40x3.yaml"), ["NUM_GPUS", "8", "MIXUP.PROB", "1.0"], extensions=extensions
+    )
+    with pytest.raises(ConfigError, match="even"):
+        batch_layout(mixing)

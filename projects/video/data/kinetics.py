@@ -207,7 +207,7 @@ class Kinetics(Dataset):
             "source": csv,
         }
         if split == "train":
-            # The engine splits each batch into TRAIN.BATCH_SIZE / AUG.NUM_SAMPLE items of NUM_SAMPLE clips.
+            # Each process takes TRAIN.BATCH_SIZE / NUM_GPUS items per step, each item NUM_SAMPLE clips.
             transform = build_train_transform(cfg)
             return cls(paths, labels, train=True, train_transform=transform, num_samples=cfg.AUG.NUM_SAMPLE, **common)
         test = cfg.TEST
