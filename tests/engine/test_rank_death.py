@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -112,14 +111,20 @@ def job(tmp_path_factory):
     cfg = root / "tiny.yaml"
     cfg.write_text(fixtures.TINY_YAML)
 
-    def start(out: Path, *opts: object, kill: str = "", marker: Path | None = None, **env: str):
+    def start(out: Path, *opts: object, kill: str = "", at: int = KILL_AT_ITEM, marker: Path | None = None, **env: str):
         cmd = [sys.executable, str(root / "run_net_killer.py"), "--cfg", str(cfg)]
         cmd += ["DATA.PATH_TO_DATA_DIR", str(data), "OUTPUT_DIR", str(out), *map(str, OPTS), *map(str, opts)]
         environ = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{root}", "OMP_NUM_THREADS": "1", **env}
         if kill:
-            environ.update(MVIT_TEST_KILL_AT=str(KILL_AT_ITEM), MVIT_TEST_KILL_HOW=kill, MVIT_TEST_KILL_MARKER=str(marker))
+            environ.update(MVIT_TEST_KILL_AT=str(at), MVIT_TEST_KILL_HOW=kill, MVIT_TEST_KILL_MARKER=str(marker))
         return subprocess.Popen(
-            cmd, cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+            cmd,
+            cwd=ROOT,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
 
     return start
@@ -177,7 +182,8 @@ def test_the_other_machine_stops_naming_the_lost_one(job, tmp_path, how):
     port, env = _free_port(), {"MVIT_DIST_TIMEOUT": "15"}
     shard = ("NUM_GPUS", 1, "NUM_SHARDS", 2, *_init(port))
     machine0 = job(tmp_path / "m0", *shard, "SHARD_ID", 0, **env)
-    machine1 = job(tmp_path / "m1", *shard, "SHARD_ID", 1, kill=how, marker=tmp_path / "killed", **env)
+    # Early in epoch 0 (the third iteration): the resume itself is the first test's.
+    machine1 = job(tmp_path / "m1", *shard, "SHARD_ID", 1, kill=how, at=5, marker=tmp_path / "killed", **env)
     try:
         code, err = _finish(machine0)
     finally:
