@@ -195,3 +195,27 @@ def test_the_other_machine_stops_naming_the_lost_one(job, tmp_path, how):
     assert len(lines) == 1, err[-3000:]
     assert "machine 0 (rank 0 of 2) lost contact with rank 1 on machine 1" in lines[0], lines[0]
     assert "rerun the same command to resume from the last complete checkpoint" in lines[0], lines[0]
+
+
+def test_collective_timeout_comes_from_the_environment(monkeypatch):
+    from mvit.errors import ConfigError
+    from mvit.utils.distributed import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, collective_timeout_s
+
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert collective_timeout_s() == DEFAULT_TIMEOUT_S
+    monkeypatch.setenv(TIMEOUT_ENV, "7.5")
+    assert collective_timeout_s() == 7.5
+    for bad in ("soon", "0", "-3"):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(ConfigError, match=TIMEOUT_ENV):
+            collective_timeout_s()
+
+
+def test_peer_loss_is_told_from_other_runtime_errors():
+    from mvit.utils.distributed import is_peer_loss
+
+    # gloo's message when a peer process died (its socket closed), and when one stopped answering.
+    assert is_peer_loss(RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:44268"))
+    assert is_peer_loss(RuntimeError("[gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 15000ms for recv"))
+    assert not is_peer_loss(RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)"))
+    assert not is_peer_loss(ValueError("Connection closed by peer"))
