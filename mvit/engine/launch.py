@@ -8,15 +8,25 @@
 
 The backend is ``DIST_BACKEND`` (nccl) on GPUs and gloo on the CPU (a CPU-only machine runs ``NUM_GPUS``
 CPU processes). Each process uses ``cuda:LOCAL_RANK`` when a GPU is present and ``NUM_GPUS > 0``.
+
+A lost process: when a spawned process dies (e.g. SIGKILL by the OOM killer) the others fail in their next
+collective (a dead peer's sockets close; one that stops answering is given up after ``$MVIT_DIST_TIMEOUT``
+seconds, see :func:`mvit.utils.distributed.collective_timeout_s`). The launching process then stops whatever
+still runs, prints one line naming the lost rank and the checkpoint a rerun resumes from, and exits with
+:data:`RANK_LOST_EXIT_CODE`. On the machines of a multi-machine job that lost only a peer elsewhere, the line
+names the ranks that ran on the other machines.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import multiprocessing.connection
 import os
+import pickle
 import signal
 import sys
+import time
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -25,12 +35,18 @@ import torch.multiprocessing as mp
 from fvcore.common.config import CfgNode
 
 from ..errors import UserError, report
-from ..utils.distributed import init_process_group
+from ..utils.distributed import collective_timeout_s, init_process_group, is_distributed, is_peer_loss
 from . import preemption
 
-__all__ = ["UserError", "get_device", "launch"]
+__all__ = ["RANK_LOST_EXIT_CODE", "UserError", "get_device", "launch"]
 
 logger = logging.getLogger(__name__)
+
+# EX_UNAVAILABLE from sysexits.h: a process of the job died or became unreachable; the job stopped and the
+# same command resumes it. Also the exit code of a spawned process whose collective lost its peer.
+RANK_LOST_EXIT_CODE = 69
+# Seconds the survivors of a lost process get to fail on their own before they are killed.
+SURVIVOR_GRACE_S = 10.0
 
 
 def get_device(cfg: CfgNode) -> torch.device:
@@ -82,9 +98,113 @@ def _spawned(
         if rank == 0:
             print(f"error: {report(err)}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except Exception as err:
+        if not (is_distributed() and is_peer_loss(err)):
+            raise
+        # The launching process names the lost rank; this one only records what its collective saw.
+        logger.error("rank %d lost contact with a peer: %s", rank, report(err))
+        sys.exit(RANK_LOST_EXIT_CODE)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _ranks(first: int, count: int) -> str:
+    return f"rank {first}" if count == 1 else f"ranks {first}-{first + count - 1}"
+
+
+def _resume_point(cfg: CfgNode) -> str:
+    """Where a rerun of the same command continues, for the message about a lost process."""
+    from ..checkpoint.state import find_resume_checkpoint
+    from .runner import checkpoint_dir
+
+    try:
+        found = find_resume_checkpoint(checkpoint_dir(cfg))
+    except Exception as err:  # noqa: BLE001 - only a message is at stake
+        return f"rerun the same command to resume (checkpoints unreadable: {report(err)})"
+    if found is None:
+        return f"no checkpoint in {checkpoint_dir(cfg)} yet: rerunning the same command starts from the beginning"
+    path, state = found
+    return (
+        f"rerun the same command to resume from the last complete checkpoint {path} "
+        f"(epoch {state['epoch']}, iteration {state['iter']})"
+    )
+
+
+def _raise_crash(context: mp.ProcessContext, failures: dict[int, int]) -> None:
+    """Re-raise a spawned process's exception with its traceback, as ``ProcessContext.join`` does; returns when
+    every failure is a lost peer."""
+    for i, code in sorted(failures.items()):
+        if code in (RANK_LOST_EXIT_CODE, preemption.PREEMPTED_EXIT_CODE):
+            continue
+        pid = context.processes[i].pid
+        if os.access(context.error_files[i], os.R_OK):
+            with open(context.error_files[i], "rb") as fh:
+                trace = pickle.load(fh)  # written by torch's spawn wrapper in the child: a str
+            raise mp.ProcessRaisedException(f"\n\n-- Process {i} terminated with the following error:\n{trace}", i, pid)
+        raise mp.ProcessExitedException(
+            f"process {i} terminated with exit code {code}", error_index=i, error_pid=pid, exit_code=code
+        )
+
+
+def _watch(context: mp.ProcessContext, cfg: CfgNode) -> None:
+    """Wait for the spawned processes; when one fails, stop the others and exit with a one-line report.
+
+    Raises:
+        SystemExit: 2 (a user error, already printed), 75 (preempted) or :data:`RANK_LOST_EXIT_CODE` (a process
+            died or a peer on another machine was lost).
+        ProcessRaisedException: a process raised an exception (its traceback in the message).
+    """
+    procs = context.processes
+    pending = {proc.sentinel: i for i, proc in enumerate(procs)}
+    failed = False
+    while pending and not failed:
+        for sentinel in multiprocessing.connection.wait(list(pending)):
+            proc = procs[pending.pop(sentinel)]
+            proc.join()
+            # A preempted process exits 75 while the others finish their checkpoint: not a failure.
+            failed = failed or proc.exitcode not in (0, preemption.PREEMPTED_EXIT_CODE)
+    if not failed:
+        if any(proc.exitcode == preemption.PREEMPTED_EXIT_CODE for proc in procs):
+            raise SystemExit(preemption.PREEMPTED_EXIT_CODE)
+        return
+    # Survivors normally fail at once in their next collective; a stuck one must not hold the job.
+    deadline = time.monotonic() + min(SURVIVOR_GRACE_S, collective_timeout_s())
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    killed_here = set()
+    for i, proc in enumerate(procs):
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            killed_here.add(i)
+    codes = {i: proc.exitcode for i, proc in enumerate(procs) if i not in killed_here}
+    if 2 in codes.values():
+        raise SystemExit(2)
+    failures = {i: c for i, c in codes.items() if c != 0}
+    if failures and all(c == preemption.PREEMPTED_EXIT_CODE for c in failures.values()):
+        raise SystemExit(preemption.PREEMPTED_EXIT_CODE)
+    first_rank = cfg.SHARD_ID * cfg.NUM_GPUS
+    lost = []
+    for i, code in sorted(failures.items()):
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else "unknown"
+            lost.append(f"rank {first_rank + i} (pid {procs[i].pid}) was killed by signal {-code} ({name})")
+    if not lost:
+        _raise_crash(context, failures)  # returns when every failure is a lost peer
+        # Then the process that went away ran on another machine.
+        world = cfg.NUM_GPUS * cfg.NUM_SHARDS
+        others = [
+            _ranks(shard * cfg.NUM_GPUS, cfg.NUM_GPUS) + f" on machine {shard}"
+            for shard in range(cfg.NUM_SHARDS)
+            if shard != cfg.SHARD_ID
+        ]
+        lost.append(
+            f"machine {cfg.SHARD_ID} ({_ranks(first_rank, cfg.NUM_GPUS)} of {world}) lost contact with "
+            f"{' or '.join(others) or 'a peer'}"
+        )
+    print(f"error: {'; '.join(lost)}; the job stopped; {_resume_point(cfg)}", file=sys.stderr, flush=True)
+    raise SystemExit(RANK_LOST_EXIT_CODE)
 
 
 def launch(
@@ -110,6 +230,8 @@ def launch(
         Preempted: training stopped on a signal (in-process); with spawned processes a
             ``SystemExit(PREEMPTED_EXIT_CODE)``.
         SystemExit(2): a spawned process failed with a user error (already printed as one line).
+        SystemExit(RANK_LOST_EXIT_CODE): a process of the job died or a peer became unreachable (one line
+            printed: which rank, and the checkpoint the same command resumes from).
     """
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
@@ -117,6 +239,11 @@ def launch(
             init_process_group(_backend(cfg), "env://", world_size, rank)
         try:
             return _run(cfg, func, args, stop_signals)
+        except Exception as err:
+            if not (is_distributed() and is_peer_loss(err)):
+                raise
+            print(f"error: rank {rank} lost contact with a peer: {report(err)}", file=sys.stderr, flush=True)
+            raise SystemExit(RANK_LOST_EXIT_CODE) from None
         finally:
             if world_size > 1 and dist.is_initialized():
                 dist.destroy_process_group()
@@ -138,12 +265,7 @@ def launch(
         for sig in stop_signals:
             previous[sig] = signal.signal(sig, _forward)
         try:
-            while not context.join(grace_period=30):
-                pass
-        except mp.ProcessExitedException as err:
-            if err.exit_code in (preemption.PREEMPTED_EXIT_CODE, 2):
-                raise SystemExit(err.exit_code) from None
-            raise
+            _watch(context, cfg)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

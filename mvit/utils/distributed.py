@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import os
+import re
 from typing import Any
 
 import torch
@@ -13,8 +15,10 @@ __all__ = [
     "all_reduce_sum",
     "get_rank",
     "get_world_size",
+    "collective_timeout_s",
     "init_process_group",
     "is_distributed",
+    "is_peer_loss",
     "is_main_process",
     "synchronize",
 ]
@@ -37,20 +41,61 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
-def init_process_group(backend: str, init_method: str, world_size: int, rank: int, timeout_min: float = 30.0) -> None:
+# Seconds a collective may wait for a peer before it fails (torch's default, 30 min, unless overridden).
+TIMEOUT_ENV = "MVIT_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 1800.0
+
+# What gloo / the c10d store say when a peer process died or stopped answering.
+_PEER_LOSS = re.compile(
+    r"Connection closed by peer|Connection reset by peer|Broken pipe|Timed out waiting|Socket Timeout"
+    r"|failed to recv|failed to send|ECONNRESET|EPIPE"
+)
+
+
+def collective_timeout_s() -> float:
+    """How long a collective waits for a slow or vanished peer: ``$MVIT_DIST_TIMEOUT`` seconds, else 30 min.
+
+    A peer that dies closes its sockets and its peers fail at once; the timeout bounds the wait for one that
+    stops without closing them (a frozen machine, a network partition).
+    """
+    value = os.environ.get(TIMEOUT_ENV, "")
+    if not value:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{TIMEOUT_ENV}={value!r}: expected a positive number of seconds")
+    return seconds
+
+
+def init_process_group(
+    backend: str, init_method: str, world_size: int, rank: int, timeout_s: float | None = None
+) -> None:
     """Join (or create) the default process group.
 
     Args:
         backend: "gloo" or "nccl".
         init_method: "env://" (MASTER_ADDR / MASTER_PORT from the environment) or "tcp://host:port".
+        timeout_s: how long rendezvous and each collective wait for peers (default :func:`collective_timeout_s`).
     """
     dist.init_process_group(
         backend=backend,
         init_method=init_method,
         world_size=world_size,
         rank=rank,
-        timeout=datetime.timedelta(minutes=timeout_min),
+        timeout=datetime.timedelta(seconds=collective_timeout_s() if timeout_s is None else timeout_s),
     )
+
+
+def is_peer_loss(err: BaseException) -> bool:
+    """Whether ``err`` (raised in a collective) means another process of the job died or stopped answering."""
+    if isinstance(err, (dist.DistNetworkError, dist.DistStoreError)):
+        return True
+    return isinstance(err, RuntimeError) and bool(_PEER_LOSS.search(str(err)))
 
 
 def synchronize() -> None:

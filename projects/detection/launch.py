@@ -39,9 +39,13 @@ def check_overrides(opts: Sequence[str]) -> None:
 
 def run_task(argv: list[str]) -> Any:
     """Run train_net's ``main`` in this task (what ``detectron2.engine.launch`` does in each worker)."""
+    import datetime
+
     import torch
     import torch.distributed as dist
     from detectron2.utils import comm
+
+    from mvit.utils.distributed import collective_timeout_s
 
     from . import train_net
 
@@ -51,7 +55,11 @@ def run_task(argv: list[str]) -> Any:
         has_gpu = torch.cuda.is_available()
         if has_gpu:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend="nccl" if has_gpu else "gloo", init_method="env://")
+        dist.init_process_group(
+            backend="nccl" if has_gpu else "gloo",
+            init_method="env://",
+            timeout=datetime.timedelta(seconds=collective_timeout_s()),
+        )
         comm.create_local_process_group(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
         comm.synchronize()
     try:

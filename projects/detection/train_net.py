@@ -32,6 +32,7 @@ then exits with code 75 (``PREEMPTED_EXIT_CODE``).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
@@ -61,6 +62,7 @@ from mvit.engine import preemption
 from mvit.engine.lock import hold_until_exit, release_held
 from mvit.errors import ConfigError, report, run_cli
 from mvit.utils.cli import ArgumentParser
+from mvit.utils.distributed import collective_timeout_s
 from projects.detection.backbone import MViTBackbone
 from projects.detection.checkpoint import SafeDetectionCheckpointer
 
@@ -347,6 +349,8 @@ def invoke_main(argv: Optional[List[str]] = None) -> int:
             machine_rank=args.machine_rank,
             dist_url=args.dist_url,
             args=(args,),
+            # How long a collective waits for a vanished peer: $MVIT_DIST_TIMEOUT seconds (default 30 min).
+            timeout=datetime.timedelta(seconds=collective_timeout_s()),
         )
     except preemption.Preempted as err:
         print(f"stopped: {err}; run the same command with --resume to continue", file=sys.stderr)

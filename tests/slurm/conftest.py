@@ -1,7 +1,8 @@
 """The cluster fixture of the SLURM launcher tests: a live SLURM cluster, or a skip with the reason.
 
-The SLURM tests need a cluster that answers ``sinfo``: in CI, ``tools/slurm_local/start.sh`` starts a one-node
-cluster before the tests. Without one they skip with the reason; the local-executor test runs anyway.
+The SLURM tests need a cluster that answers ``sinfo``: in CI, ``tools/slurm_local/start.sh`` starts a two-node
+cluster in a folder of its own before the tests (``.ci/run`` exports ``MVIT_SLURM_DIR`` and ``SLURM_CONF``).
+Without one they skip with the reason; the local-executor test runs anyway.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import pytest
 def _slurm_env() -> tuple[dict[str, str], Optional[str]]:
     """The environment for SLURM commands and why no cluster can be used (``None`` when one answers)."""
     env = dict(os.environ)
-    if "SLURM_CONF" not in env and not Path("/etc/slurm/slurm.conf").exists():
-        local = Path(os.environ.get("MVIT_SLURM_DIR", "/tmp/mvit-slurm")) / "slurm.conf"
+    if "SLURM_CONF" not in env and "MVIT_SLURM_DIR" in env:  # the folder tools/slurm_local/start.sh printed
+        local = Path(env["MVIT_SLURM_DIR"]) / "slurm.conf"
         if local.exists():
             env["SLURM_CONF"] = str(local)
     if shutil.which("sinfo", path=env.get("PATH")) is None:

@@ -370,3 +370,18 @@ def test_detection_target_runs_locally(tmp_path_factory: pytest.TempPathFactory)
     assert (job_dir / "model_final.pth").is_file(), logs_tail(job_dir)
     assert detection_iteration(job_dir) == 1
     assert len(list((job_dir / "submitit").glob("*_result.pkl"))) == 1
+
+
+def test_two_node_job_trains_to_the_weights_of_one_node(
+    slurm_env: dict[str, str], tiny_experiment: Experiment, local_two_task_job: Path, tmp_path: Path
+) -> None:
+    """``--nodes 2``, one task per node: two slurmd nodes on this host (tools/slurm_local, MVIT_SLURM_NODES=2)."""
+    nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], env=slurm_env, capture_output=True, text=True, timeout=30)
+    if len(set(nodes.stdout.split())) < 2:
+        pytest.skip("the cluster has one node; start it with MVIT_SLURM_NODES=2 tools/slurm_local/start.sh")
+    job_id = submit_slurm([*submit_args(tiny_experiment, tmp_path, tasks=1), "--nodes", "2"], slurm_env)
+    wait_for_state(job_id, slurm_env, {"COMPLETED"}, tmp_path)
+    shown = subprocess.run(["scontrol", "-o", "show", "job", job_id], env=slurm_env, capture_output=True, text=True)
+    assert re.search(r" NumNodes=2 ", shown.stdout), shown.stdout
+    state = assert_trained(tmp_path, tiny_experiment, world_size=2)
+    assert_same_weights(state["model"], final_state(local_two_task_job)["model"])

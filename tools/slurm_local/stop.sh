@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Stop the one-node test cluster that tools/slurm_local/start.sh started.
+# Stop the test cluster that tools/slurm_local/start.sh started in MVIT_SLURM_DIR (or the folder given).
 #
-# Usage: bash tools/slurm_local/stop.sh         (idempotent: nothing running, nothing done)
+# Usage: bash tools/slurm_local/stop.sh [DIR]   (idempotent: nothing running, nothing done)
 #
-# Cancels the cluster's jobs (their processes belong to slurmstepd, not to the daemons), then ends
-# slurmd, slurmctld and munged by the pids in MVIT_SLURM_DIR/run, checking each pid still runs the
-# expected program. Files under MVIT_SLURM_DIR are kept for inspection (logs); delete the folder to reset.
+# Cancels the cluster's jobs (their processes belong to slurmstepd, not to the daemons), then ends every
+# slurmd, slurmctld and munged by the pids in DIR/run, checking each pid still runs the expected program.
+# Files under DIR are kept for inspection (logs); delete the folder to reset.
 set -uo pipefail
 
-DIR=${MVIT_SLURM_DIR:-/tmp/mvit-slurm}
+DIR=${1:-${MVIT_SLURM_DIR:-}}
+if [ -z "$DIR" ]; then
+  echo "[slurm_local] error: which cluster? pass its folder or set MVIT_SLURM_DIR (start.sh printed it)" >&2
+  exit 2
+fi
 STOP_TIMEOUT=${MVIT_SLURM_STOP_TIMEOUT:-30}
 export SLURM_CONF=$DIR/slurm.conf
 export PATH=$PATH:/usr/sbin
@@ -39,8 +43,10 @@ if pid_of "$DIR/run/slurmctld.pid" slurmctld >/dev/null; then
   fi
 fi
 
-for daemon in slurmd slurmctld munged; do
-  pidfile=$DIR/run/$daemon.pid
+for pidfile in "$DIR"/run/slurmd-*.pid "$DIR/run/slurmctld.pid" "$DIR/run/munged.pid"; do
+  [ -e "$pidfile" ] || continue
+  daemon=$(basename "$pidfile" .pid)
+  daemon=${daemon%%-*}
   if pid=$(pid_of "$pidfile" "$daemon"); then
     kill -TERM "$pid"
     if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
@@ -48,9 +54,9 @@ for daemon in slurmd slurmctld munged; do
       kill -KILL "$pid"
       wait_gone "$pid" 5
     fi
-    log "$daemon stopped (pid $pid)"
+    log "$(basename "$pidfile" .pid) stopped (pid $pid)"
   else
-    log "$daemon not running"
+    log "$(basename "$pidfile" .pid) not running"
   fi
   rm -f "$pidfile"
 done
