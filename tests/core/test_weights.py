@@ -1,9 +1,11 @@
 """The weights registry: every released file's architecture, and loading from torch.hub's cache.
 
 The files themselves cannot be downloaded here. Each tag's file is stood in for by a state dict of the right
-architecture written in its publisher's layout under the publisher's own file name in the cache (the models
-up to B size); for L and H the architecture each tag builds is checked against the reference implementation
-of the same weights (timm's ``*_cls`` models for the ImageNet-21k files) or the publisher's parameter count.
+architecture written in its publisher's layout under the publisher's own file name in the cache: random weights
+up to B size; for L and H one constant per tensor (a stride-0 view, so the file stays small while the model is
+built and loaded at full size). The architecture each L / H tag builds is also checked against the reference
+implementation of the same weights (timm's ``*_cls`` models for the ImageNet-21k files) or the publisher's
+parameter count.
 """
 
 from __future__ import annotations
@@ -52,6 +54,23 @@ def test_tag_loads_its_file_from_the_cache(tag, offline_cache):
     for (name, a), b in zip(source.state_dict().items(), target.state_dict().values()):
         assert torch.equal(a, b), name
     assert target.num_classes == weights.num_classes
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [t for t in CLASSIFIER_TAGS if get_weights(t).arch not in SMALL_ARCHS and get_weights(t).format != "torchvision"],
+)
+def test_large_tag_loads_its_file_from_the_cache(tag, offline_cache):
+    weights = get_weights(tag)
+    with torch.device("meta"):
+        shapes = {name: t.shape for name, t in MViT(_config(tag)).state_dict().items()}
+    # Tensor i is the constant i: a key loaded into another parameter of the same shape would show.
+    state = {name: torch.tensor(float(i)).expand(shape) for i, (name, shape) in enumerate(shapes.items())}
+    torch.save(_publisher_layout(weights, state), _mkdirs(cache_path(weights.url)))
+    loaded = create_model(tag, pretrained=True, progress=False).state_dict()
+    assert list(loaded) == list(shapes)
+    for i, (name, tensor) in enumerate(loaded.items()):
+        assert tensor.shape == shapes[name] and bool((tensor == i).all()), name
 
 
 def test_torchvision_file_loads_into_s_16x4(offline_cache):
