@@ -145,8 +145,9 @@ def _cycle(dataset, train: bool) -> Callable[[], int]:
     return step
 
 
-def image_pipelines(data_dir: Path, train: bool) -> Dict[str, Callable[[], int]]:
-    """Ours (``projects.classification.data``) and timm's ImageDataset + create_transform, same config."""
+def image_pipelines(data_dir: Path, train: bool) -> Tuple[Dict[str, Callable[[], int]], int]:
+    """Ours (``projects.classification.data``) and timm's ImageDataset + create_transform, same config; the items
+    of one pass."""
     from timm.data import ImageDataset, create_transform
 
     from projects.classification.data import build_imagenet
@@ -169,11 +170,12 @@ def image_pipelines(data_dir: Path, train: bool) -> Dict[str, Callable[[], int]]
             crop_pct=d.VAL_CROP_RATIO,
         )  # fmt: skip
     ref = ImageDataset(str(data_dir / ("train" if train else "val")), transform=transform)
-    return {"ours": _cycle(ours, train), "timm": _cycle(ref, train)}
+    return {"ours": _cycle(ours, train), "timm": _cycle(ref, train)}, len(ours)
 
 
-def video_pipelines(data_dir: Path, train: bool) -> Dict[str, Callable[[], int]]:
-    """Ours, today's decoding (pytorchvideo's get_clip) and pytorchvideo's LabeledVideoDataset, same transforms."""
+def video_pipelines(data_dir: Path, train: bool) -> Tuple[Dict[str, Callable[[], int]], int]:
+    """Ours, today's decoding (pytorchvideo's get_clip) and pytorchvideo's LabeledVideoDataset, same transforms;
+    the items of one pass."""
     from pytorchvideo.data import labeled_video_dataset, make_clip_sampler
 
     from projects.video.data import Kinetics
@@ -221,7 +223,10 @@ def video_pipelines(data_dir: Path, train: bool) -> Dict[str, Callable[[], int]]
             next(ref["it"])
         return 1
 
-    return {"ours": _cycle(ours, train), "today": _cycle(today, train), "pytorchvideo": ref_step}
+    # A pass: every video once (training) or every view of every video (test; pytorchvideo's sampler gives
+    # NUM_ENSEMBLE_VIEWS clips per video, the center crop of each).
+    steps = {"ours": _cycle(ours, train), "today": _cycle(today, train), "pytorchvideo": ref_step}
+    return steps, ours.num_videos * (1 if train else cfg.TEST.NUM_ENSEMBLE_VIEWS)
 
 
 # ----------------------------------------------------------------------------------------------- timing
@@ -234,15 +239,16 @@ class LoaderResult:
     rounds: List[Dict[str, float]] = field(default_factory=list)
 
 
-def _timed(step: Callable[[], int], min_time: float) -> Tuple[float, float, int]:
-    """(CPU seconds, wall seconds, items) of at least ``min_time`` CPU seconds of ``step``."""
-    items, cpu0, wall0 = 0, time.process_time(), time.perf_counter()
-    while time.process_time() - cpu0 < min_time:
-        items += step()
-    return time.process_time() - cpu0, time.perf_counter() - wall0, items
+def _timed(step: Callable[[], int], items: int) -> Tuple[float, float]:
+    """(CPU seconds, wall seconds) of ``items`` calls of ``step``."""
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for _ in range(items):
+        step()
+    return time.process_time() - cpu0, time.perf_counter() - wall0
 
 
-def bench_pipelines(name: str, steps: Dict[str, Callable[[], int]], rounds: int, min_time: float) -> LoaderResult:
+def bench_pipelines(name: str, steps: Dict[str, Callable[[], int]], rounds: int, items: int) -> LoaderResult:
+    """Each round loads ``items`` items (whole passes over the files, so every pipeline does the same work)."""
     keys = list(steps)
     for key in keys:  # warm-up: imports, first opens, caches
         steps[key]()
@@ -250,7 +256,7 @@ def bench_pipelines(name: str, steps: Dict[str, Callable[[], int]], rounds: int,
     for r in range(rounds):
         row: Dict[str, float] = {}
         for key in keys if r % 2 == 0 else keys[::-1]:
-            cpu, wall, items = _timed(steps[key], min_time)
+            cpu, wall = _timed(steps[key], items)
             row[key], row[f"{key}_wall"] = items / cpu, items / wall
         per_round.append(row)
     rates = {k: statistics.median(r[k] for r in per_round) for k in keys}
@@ -370,18 +376,18 @@ def run(args: argparse.Namespace) -> str:
         if "image" in args.loader_pipelines:
             make_images(tmp_path / "images", args.loader_images)
             for train in (True, False):
-                steps = image_pipelines(tmp_path / "images", train)
-                results.append(
-                    bench_pipelines(f"image {'train' if train else 'test'}", steps, args.rounds, args.min_round_time)
-                )
+                steps, items = image_pipelines(tmp_path / "images", train)
+                results.append(bench_pipelines(f"image {'train' if train else 'test'}", steps, args.rounds, 3 * items))
                 print(markdown(results[-1:], {}, {}, {}).split("\n")[2])
         if "video" in args.loader_pipelines:
             data_dir, names = make_clips(tmp_path / "videos")
             info["clips"] = ", ".join(f"{n} ({(data_dir / n).stat().st_size / 1e6:.1f} MB)" for n in names)
             for train in (True, False):
-                steps = video_pipelines(data_dir, train)
+                steps, items = video_pipelines(data_dir, train)
                 results.append(
-                    bench_pipelines(f"video {'train' if train else 'test'}", steps, args.rounds, args.min_round_time)
+                    bench_pipelines(
+                        f"video {'train' if train else 'test'}", steps, args.rounds, (2 if train else 1) * items
+                    )
                 )
                 print("\n".join(markdown(results[-1:], {}, {}, {}).split("\n")[2:4]))
             profile = profile_video_item(data_dir)
