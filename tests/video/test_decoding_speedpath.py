@@ -137,3 +137,20 @@ def test_training_pipeline_identical_draws(clips):
             items.append(dataset[index])
         (new, *_), (old, *_) = items
         assert all(torch.equal(a, b) for a, b in zip(new, old)), f"training item {index} differs"
+
+
+def test_whole_video_identical_to_pytorchvideo(clips):
+    """SSv2 reads every frame of a video: the same frames as pytorchvideo's ``get_clip(0, inf)``."""
+    for path in clips:
+        with ReferenceVideoReader(path) as ref:
+            everything = ref.get_clip(0, float("inf"))["video"].permute(1, 0, 2, 3).to(torch.uint8)
+        picked = []
+
+        def select(count: int, picked: list = picked) -> torch.Tensor:
+            picked.append(count)
+            return torch.arange(count - 1, -1, -3)  # backwards, every third frame
+
+        with VideoReader(path) as fast:
+            frames = fast.get_all_frames(select)
+        assert picked == [everything.shape[0]], path
+        assert torch.equal(frames, everything[torch.arange(picked[0] - 1, -1, -3)]), path

@@ -9,8 +9,9 @@ timestamp window it asks pytorchvideo for.
 from __future__ import annotations
 
 import io
+import math
 from fractions import Fraction
-from typing import Tuple
+from typing import Callable, Tuple
 
 import av
 import torch
@@ -142,6 +143,30 @@ class VideoReader(EncodedVideoPyAV):
             raise VideoDecodeError(f"{self.path}: cannot decode {span} ({err})") from None
         # (T, H, W, C) -> (T, C, H, W): a view, the memory layout pytorchvideo's clips had.
         return clip.permute(0, 3, 1, 2)
+
+    def get_all_frames(self, select: Callable[[int], torch.Tensor]) -> torch.Tensor:
+        """Decode the whole video and return the frames ``select(number of decoded frames)`` picks.
+
+        The frames of pytorchvideo's ``get_clip(0, inf)``; only the picked ones are converted to RGB.
+
+        Returns:
+            (T, 3, H, W) uint8 RGB frames.
+        Raises:
+            VideoDecodeError: a decoding error, or no frame at all.
+        """
+        start_pts = secs_to_pts(0, self._video_time_base, self._video_start_pts, "ceil")
+        try:
+            frames = self._span(start_pts, math.inf)
+        except (av.error.FFmpegError, OSError, ValueError, TypeError) as err:
+            raise VideoDecodeError(f"{self.path}: cannot decode ({err})") from None
+        if not frames:
+            raise VideoDecodeError(f"{self.path}: no frame decoded")
+        positions = select(len(frames)).tolist()
+        rgb = {i: _to_rgb(frames[i]) for i in dict.fromkeys(positions)}
+        try:
+            return torch.stack([rgb[i] for i in positions]).permute(0, 3, 1, 2)
+        except RuntimeError as err:  # frames of different sizes
+            raise VideoDecodeError(f"{self.path}: cannot decode ({err})") from None
 
     def span_pts(self, indices: torch.Tensor) -> Tuple[int, int]:
         """``[start, end)`` in the stream's time base of the frames ``min(indices)`` to ``max(indices)``."""
