@@ -1,9 +1,10 @@
-"""Decode the frames of one clip with PyAV through ``pytorchvideo.data``.
+"""Decode the frames of one clip with PyAV, as pytorchvideo's ``EncodedVideoPyAV`` does, doing only the work needed.
 
-torchvision 0.29 has no video reader; pytorchvideo's ``EncodedVideoPyAV`` (seek + selective decoding by
-timestamp) works with PyAV 18. It does not expose the two header fields PySlowFast's frame arithmetic needs,
-the frame rate and the frame count, so :class:`VideoReader` adds them and turns frame indices into the
-timestamp window it asks pytorchvideo for.
+torchvision 0.29 has no video reader. :class:`VideoReader` keeps pytorchvideo's timing (frame indices -> a
+timestamp window, its seek, its RGB conversion) and adds the two header fields PySlowFast's frame arithmetic
+needs, the frame rate and the frame count; it returns the frames of ``EncodedVideoPyAV.get_clip`` bit for bit,
+without its float32 copy, without converting frames that are not sampled, and without decoding a WebM file whole
+when it is opened. :class:`ReferenceVideoReader` is pytorchvideo's path, for tests and the loader benchmark.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _open_failure(message: str, path: str) -> str:
 
 
 class VideoReader(EncodedVideoPyAV):
-    """pytorchvideo's PyAV reader plus frame-indexed access.
+    """pytorchvideo's PyAV reader with frame-indexed access that decodes only what a clip needs.
 
     Args:
         path: any path :mod:`iopath` reads (local, ``manifold://``, ``https://``).
@@ -112,10 +113,9 @@ class VideoReader(EncodedVideoPyAV):
 
         Only the span ``[min, max]`` of the indices is decoded: a seek to the keyframe before it, decoding up to
         its last frame (skipping the non-reference frames before it), and the YUV -> RGB conversion of the
-        sampled frames only, uint8 throughout. The frames are
-        those of pytorchvideo's ``get_clip`` on the same window, bit for bit (tests/video/test_decoding_speedpath.py).
-        If the stream ends early (header frame count too large) the missing indices repeat the last decoded frame,
-        as PySlowFast's clamp does for short videos.
+        sampled frames only, uint8 throughout. The frames are those of pytorchvideo's ``get_clip`` on the same
+        window, bit for bit (tests/video/test_decoding_speedpath.py). If the stream ends early (header frame count
+        too large) the missing indices repeat the last decoded frame, as PySlowFast's clamp does for short videos.
 
         Args:
             indices: (T,) int64 frame numbers in ``[0, num_frames - 1]``.
