@@ -5,6 +5,7 @@
     python tools/benchmark.py --models t s b video_s --modes fp32 bf16 compile compile_bf16 \\
         --train-modes fp32 bf16 --batch 1 16 --train-batch 8 --rounds 5 --memory --threads 1 --clock cpu --out bench/
     python tools/benchmark.py --agreement                               # fp32 vs bf16 / compiled top-1 agreement
+    python tools/benchmark.py --loader --out bench/                      # input pipelines (tools/benchmark_loader.py)
 
 Every configuration (model, task, batch, mode) times ours and the reference in alternating rounds (the order
 flips every round) and reports the median of per-round ratios, so drift and other jobs on a shared machine
@@ -484,6 +485,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="T only, fp32 + bf16, batch 16, train 8, 3 rounds")
     parser.add_argument("--out", type=Path, default=Path("benchmark_out"))
     parser.add_argument("--merge", nargs="+", type=Path, help="merge benchmark.json files into one table and chart")
+    parser.add_argument("--loader", action="store_true", help="input pipelines instead (tools/benchmark_loader.py)")
+    parser.add_argument("--loader-pipelines", nargs="+", default=["image", "video"], choices=["image", "video"])
+    parser.add_argument("--loader-images", type=int, default=64, help="generated JPEGs (--loader)")
+    parser.add_argument(
+        "--model-rate",
+        nargs="*",
+        metavar="MODEL=SAMPLES_PER_S",
+        help="training throughputs to feed (--loader): loader workers needed for each, e.g. mvitv2_t=3.31",
+    )
     parser.add_argument("--probe-memory", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -509,6 +519,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     _CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.merge:
         merge(args.merge, args.out)
+        return
+    if args.loader:
+        from benchmark_loader import run as run_loader  # tools/ is on sys.path when this script runs
+
+        print(run_loader(args))
         return
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -181,6 +181,8 @@ class Kinetics(Dataset):
         self.max_failed_fraction, self.source = float(max_failed_fraction), source
         # Items loaded / replaced, counted by every loader worker (shared memory): see train_hooks.
         self.stats = DecodeStats()
+        # The video reader class (the decoding backend); tests and the loader benchmark swap in the reference.
+        self.reader = VideoReader
 
     @classmethod
     def from_config(cls, cfg: CfgNode, split: str) -> Kinetics:
@@ -244,7 +246,7 @@ class Kinetics(Dataset):
     def load_view(self, video: int, view: int) -> Union[torch.Tensor, List[torch.Tensor]]:
         """Decode and transform one item (no retry): a training clip (or its copies) or test view ``view``."""
         try:
-            reader = VideoReader(self.paths[video])
+            reader = self.reader(self.paths[video])
         except VideoDecodeError:
             # A file that cannot be opened fails for every clip: skip it from now on. A span that fails to
             # decode is not remembered, as other spans of the same file may decode.

@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 import os
 import random
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -333,11 +332,7 @@ class SSv2(Kinetics):
             path = self.paths[video]
             with VideoReader(path) as reader:
                 # Every frame: the count must be exact, and the segments cover the whole video anyway.
-                clip = reader.get_clip(0, math.inf)["video"]
-            if clip is None or clip.shape[1] == 0:
-                raise VideoDecodeError(f"{path}: no frame decoded")
-            # (C, T, H, W) float with integer values -> (T, C, H, W) uint8, exactly.
-            frames = clip.permute(1, 0, 2, 3).to(torch.uint8)[self.frame_indices(clip.shape[1], view=view)]
+                frames = reader.get_all_frames(lambda count: self.frame_indices(count, view=view))
         return frames.flip(1)
 
     def _model_order(self, clip: torch.Tensor) -> torch.Tensor:
