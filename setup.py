@@ -36,7 +36,8 @@ EXTRAS = {
         "setuptools<81",  # pkg_resources, which detectron2.model_zoo imports
     ],
     "slurm": ["submitit"],
-    "export": ["onnx", "onnxruntime", "onnxscript"],  # tools/export.py's ONNX path and its check
+    # tools/export.py's ONNX path and its check; torchao: int8 serving (PT2E quantization, torch 2.14)
+    "export": ["onnx", "onnxruntime", "onnxscript", "torchao>=0.18.0,<0.19"],
 }
 EXTRAS["dev"] = [*EXTRAS["export"], "pytest", "ruff", "scikit-image", "scikit-video"]
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})

@@ -6,12 +6,16 @@
         --train-modes fp32 bf16 --batch 1 16 --train-batch 8 --rounds 5 --memory --threads 1 --clock cpu --out bench/
     python tools/benchmark.py --agreement                               # fp32 vs bf16 / compiled top-1 agreement
     python tools/benchmark.py --loader --out bench/                      # input pipelines (tools/benchmark_loader.py)
+    python tools/benchmark.py --modes freeze int8 --batch 16 --train-batch --threads 1 --clock cpu   # CPU serving
 
 Every configuration (model, task, batch, mode) times ours and the reference in alternating rounds (the order
 flips every round) and reports the median of per-round ratios, so drift and other jobs on a shared machine
 cancel out as far as they can. Modes: ``fp32`` (eager), ``bf16`` / ``fp16`` (autocast; fp16 trains with a
 GradScaler, on GPUs only), ``compile`` / ``compile_bf16`` (``torch.compile``, the reference compiled too).
-A mode other than fp32 also times the reference in fp32 eager in the same rounds ("vs ref fp32").
+A mode other than fp32 also times the reference in fp32 eager in the same rounds ("vs ref fp32"). The CPU
+serving modes of :func:`mvit.export.optimize_for_cpu` (inference only) time ours against the reference in fp32
+eager ("ours / ref" is then against fp32): ``freeze`` / ``freeze_bf16`` (compiled with frozen weights) and
+``int8`` (x86 PT2E static quantization calibrated on 272 other views of the agreement photos, then frozen).
 
 Achieved GFLOP/s use the zoo's fvcore counts (one multiply-add = 2 flops here; a training step = 3x the
 forward) against the best dense matmul rate measured on the same device and dtype. Peak memory: on a GPU
@@ -72,7 +76,8 @@ PAIRS = {
     "b": Pair("mvitv2_b", "timm", "mvitv2_base"),
     "video_s": Pair("mvitv2_s_16x4", "torchvision", "mvit_v2_s"),
 }
-MODES = ("fp32", "bf16", "fp16", "compile", "compile_bf16")
+SERVE_MODES = {"freeze": "fp32", "freeze_bf16": "bf16", "int8": "int8"}  # -> optimize_for_cpu's mode
+MODES = ("fp32", "bf16", "fp16", "compile", "compile_bf16", *SERVE_MODES)
 
 
 @dataclass
@@ -102,9 +107,35 @@ def _autocast(mode: str, device: torch.device):
     return contextlib.nullcontext()
 
 
+_CALIBRATION: Optional[torch.Tensor] = None
+
+
+def calibration_images() -> torch.Tensor:
+    """int8 calibration set: the agreement photos at two other crop scales than evaluated (272 views)."""
+    global _CALIBRATION
+    if _CALIBRATION is None:
+        _CALIBRATION = torch.cat([real_images(scale=scale)[0] for scale in (1.15, 1.6)])
+    return _CALIBRATION
+
+
+def served(model: nn.Module, mode: str, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model`` through :func:`mvit.export.optimize_for_cpu` in a serving mode (int8: calibrated and quantized)."""
+    from mvit.export import optimize_for_cpu
+
+    target = SERVE_MODES[mode]
+    calibration = None
+    if target == "int8":  # batches of the example's size: a static batch exports every model (timm's too)
+        views = calibration_images().to(example.device)
+        calibration = views[: len(views) // len(example) * len(example)].split(len(example))
+    return optimize_for_cpu(model, target, calibration=calibration, example=example, dynamic_batch=False)
+
+
 def make_step(model: nn.Module, task: str, mode: str, x: torch.Tensor, num_classes: int) -> Callable[[], None]:
     """One inference batch or one training step (forward, cross-entropy, backward, AdamW) of ``model``."""
     device = x.device
+    if mode in SERVE_MODES:
+        net = served(model, mode, x)
+        return lambda: net(x)
     net = torch.compile(model) if mode.startswith("compile") else model
     if task == "infer":
         model.eval()
@@ -199,7 +230,7 @@ def peak_memory(pair_key: str, which: str, task: str, batch: int, mode: str, dev
     """Peak memory (MiB) of a step of one model; None for compiled modes on CPU."""
     if device.type == "cuda":
         return None  # measured in-process by the caller
-    if mode.startswith("compile"):
+    if mode.startswith("compile") or mode in SERVE_MODES:
         return None
     spec = dict(pair=pair_key, which=which, task=task, batch=batch, mode=mode, threads=threads)
     out = subprocess.run(
@@ -222,11 +253,12 @@ def bench_config(
 ) -> Result:
     pair = PAIRS[pair_key]
     x = make_input(pair.ours, batch, device)
+    # Serving modes are ours against the reference in fp32 eager (the reference is neither frozen nor quantized).
     steps = {
         "ours": make_step(ours, task, mode, x, pair.num_classes),
-        "ref": make_step(ref, task, mode, x, pair.num_classes),
+        "ref": make_step(ref, task, "fp32" if mode in SERVE_MODES else mode, x, pair.num_classes),
     }
-    if mode != "fp32":
+    if mode != "fp32" and mode not in SERVE_MODES:
         steps["ref_fp32"] = make_step(ref, task, "fp32", x, pair.num_classes)
     mem: Dict[str, Optional[float]] = {}
     for name, step in steps.items():
@@ -369,8 +401,10 @@ def merge(paths: List[Path], out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- agreement
-def real_images(size: int = 224) -> tuple:
+def real_images(size: int = 224, scale: float = 1.3) -> tuple:
     """~136 real photos that ship with scikit-image and scikit-learn: 17 photos x 4 crops x 2 flips.
+
+    The photos are resized to a short side of ``scale * size`` before cropping.
 
     Returns (images (N, 3, size, size) normalised with ImageNet statistics, source-photo index (N,)).
     """
@@ -390,7 +424,7 @@ def real_images(size: int = 224) -> tuple:
         img = img.unsqueeze(-1).expand(-1, -1, 3) if img.ndim == 2 else img[..., :3]
         img = img.permute(2, 0, 1).unsqueeze(0)
         h, w = img.shape[-2:]
-        short = int(size * 1.3)
+        short = int(size * scale)
         img = nn.functional.interpolate(
             img, size=(short, round(w * short / h)) if h < w else (round(h * short / w), short), mode="bilinear"
         )[0]
@@ -403,7 +437,7 @@ def real_images(size: int = 224) -> tuple:
 
 
 def agreement(args: argparse.Namespace, device: torch.device) -> str:
-    """Top-1 agreement of bf16 / compiled inference with fp32 eager on real photos, two ways.
+    """Top-1 agreement of bf16 / compiled / served (frozen, int8) inference with fp32 eager on real photos, two ways.
 
     1. The zoo model with its random initial weights, 1000 classes: argmax over near-tied logits, the harshest
        case (small margins flip first); not a measure of accuracy, a measure of numerical agreement.
@@ -418,10 +452,14 @@ def agreement(args: argparse.Namespace, device: torch.device) -> str:
     modes = [m for m in args.modes if m != "fp32"] or ["bf16"]
 
     def logits(mode: str) -> torch.Tensor:
-        net = torch.compile(model) if mode.startswith("compile") else model
+        if mode in SERVE_MODES:
+            net = served(model, mode, images[:8])
+            net = net.module if args.agreement_uncompiled else net
+        else:
+            net = torch.compile(model) if mode.startswith("compile") else model
         outs = []
         with torch.inference_mode(), _autocast(mode, device):
-            for chunk in images.split(16):
+            for chunk in images.split(8):  # 136 = 17 x 8: one batch shape, one compile
                 outs.append(net(chunk).float())
         return torch.cat(outs)
 
@@ -482,6 +520,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--memory", action="store_true", help="measure peak memory (CPU: subprocesses)")
     parser.add_argument("--agreement", action="store_true", help="top-1 agreement of the modes with fp32 instead")
     parser.add_argument("--agreement-model", default="mvitv2_t")
+    parser.add_argument(
+        "--agreement-uncompiled",
+        action="store_true",
+        help="serving modes: run the (quantized) program eagerly instead of compiling it, e.g. int8 in minutes",
+    )
     parser.add_argument("--quick", action="store_true", help="T only, fp32 + bf16, batch 16, train 8, 3 rounds")
     parser.add_argument("--out", type=Path, default=Path("benchmark_out"))
     parser.add_argument("--merge", nargs="+", type=Path, help="merge benchmark.json files into one table and chart")
@@ -496,6 +539,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument("--probe-memory", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.train_modes is None and not args.quick:
+        args.train_modes = [m for m in args.modes if m not in SERVE_MODES]
+    if set(args.train_modes or ()) & set(SERVE_MODES):
+        parser.error(f"--train-modes: {', '.join(SERVE_MODES)} are inference modes")
+    if set(args.modes) & set(SERVE_MODES) and args.device != "cpu":
+        parser.error(f"--modes {', '.join(SERVE_MODES)} are CPU serving modes: use them with --device cpu")
     if args.quick:
         args.models, args.modes, args.batch, args.train_batch, args.rounds = ["t"], ["fp32", "bf16"], [16], [8], 3
         args.memory, args.warmup, args.train_modes = True, 1, None

@@ -5,6 +5,10 @@ report the export's peak memory (RSS of this process).
     python tools/export.py mvitv2_t --out exports/                        # ONNX (opset 18) + .pt2, dynamic batch
     python tools/export.py mvitv2_s_16x4 --checkpoint k400.pyth --formats onnx --opset 17
     python tools/export.py --torchvision-mvit-v2-s --memory-cap-gib 12    # the reference's (legacy) ONNX export
+    python tools/export.py mvitv2_t --serve int8 --calibration photos/    # CPU serving: exports/mvitv2_t.int8.pt2
+
+``--serve`` writes a ``torch.export`` program for ``mvit.export.load_served`` (int8: the quantized program,
+calibrated on the images of a folder or a tensor file), and checks it, compiled with frozen weights, against eager.
 
 Each export runs in this process; run one model per invocation for a clean peak-memory figure.
 """
@@ -12,6 +16,7 @@ Each export runs in this process; run one model per invocation for a clean peak-
 from __future__ import annotations
 
 import json
+import pickle
 import resource
 import time
 from pathlib import Path
@@ -21,7 +26,17 @@ import torch
 
 import mvit
 from mvit.errors import UserError, run_cli
-from mvit.export import DEFAULT_OPSET, example_input, export_onnx, export_program, onnx_max_abs_diff
+from mvit.export import (
+    DEFAULT_OPSET,
+    SERVE_MODES,
+    example_input,
+    export_onnx,
+    export_program,
+    load_served,
+    onnx_max_abs_diff,
+    optimize_for_cpu,
+    save_served,
+)
 from mvit.utils.cli import ArgumentParser, model_argument
 
 
@@ -58,6 +73,73 @@ def export_reference_legacy(out: Path, opset: int) -> dict:
     return {"file": str(path), "seconds": time.time() - start, "rss_before_gib": before, "peak_rss_gib": _peak_gib()}
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def load_calibration(path: Path, model: torch.nn.Module, limit: int = 512) -> torch.Tensor:
+    """Calibration inputs: a ``.pt`` tensor (N, C, ...) at the model's input size, or a folder of images (resized,
+    centre-cropped to the input size, ImageNet-normalised; image models only)."""
+    size = tuple(model.config.input_size)
+    if path.is_file():
+        try:
+            x = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, pickle.UnpicklingError, EOFError) as err:
+            raise UserError(
+                f"--calibration {path}: not a tensor file torch.load reads ({type(err).__name__})"
+            ) from None
+        want = (model.config.in_chans, *size)
+        if not isinstance(x, torch.Tensor) or x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise UserError(
+                f"--calibration {path}: expected a tensor of shape (N, {', '.join(map(str, want))}), got {got}"
+            )
+        return x[:limit].float()
+    if not path.is_dir():
+        raise UserError(f"--calibration {path}: no such file or folder")
+    if len(size) != 2:
+        raise UserError(
+            f"--calibration {path}: a folder of images calibrates image models; give video clips as a .pt tensor"
+        )
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    transform = v2.Compose(
+        [v2.PILToTensor(), v2.Resize(min(size)), v2.CenterCrop(size), v2.ToDtype(torch.float32, scale=True),
+         v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )  # fmt: skip
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not files:
+        raise UserError(f"--calibration {path}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+    return torch.stack([transform(Image.open(f).convert("RGB")) for f in files])
+
+
+def serve(model: torch.nn.Module, args, stem: str) -> dict:
+    """Write the served program of ``--serve`` and check it (compiled, frozen) against eager fp32."""
+    calibration = None
+    if args.serve == "int8":
+        if args.calibration is None:
+            raise UserError("--serve int8 needs --calibration: a folder of images or a .pt tensor (N, C, ...)")
+        calibration = load_calibration(args.calibration, model)
+    start = time.time()
+    x = example_input(model, batch_size=args.batch)
+    served = optimize_for_cpu(model, args.serve, calibration=calibration, example=x)
+    path = save_served(served, args.out / f"{stem}.{args.serve}.pt2", example=x)
+    report = {"file": str(path), "mode": args.serve, "seconds": round(time.time() - start, 1)}
+    if calibration is not None:
+        report["calibration_inputs"] = len(calibration)
+    if not args.no_check:
+        check = calibration[: args.batch + 1] if calibration is not None else None
+        check = example_input(model, batch_size=args.batch + 1, seed=1) if check is None else check
+        with torch.no_grad():
+            expected = model(check)
+        out = load_served(path)(check)
+        report["max_abs_diff"] = (out - expected).abs().max().item()
+        report["top1_agreement"] = (out.argmax(1) == expected.argmax(1)).float().mean().item()
+    report["peak_rss_gib"] = _peak_gib()
+    return report
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", nargs="?", default="mvitv2_t", help="zoo name or config yaml")
@@ -74,6 +156,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--memory-cap-gib", type=float, default=None, help="address-space cap for this process")
     parser.add_argument("--torchvision-mvit-v2-s", action="store_true", help="export the reference model instead")
+    parser.add_argument(
+        "--serve", choices=SERVE_MODES, help="write a CPU serving program (NAME.MODE.pt2) instead of --formats"
+    )
+    parser.add_argument(
+        "--calibration", type=Path, help="--serve int8: a folder of images or a .pt tensor (N, C, ...), 512 at most"
+    )
     args = parser.parse_args(argv)
     for flag in ("batch", "threads", "opset"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
@@ -100,6 +188,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     x = example_input(model, batch_size=args.batch)
     stem = Path(args.name).stem
     report = {"model": args.name, "params": sum(p.numel() for p in model.parameters()), "rss_model_gib": _rss_gib()}
+    if args.serve:
+        report["serve"] = serve(model, args, stem)
+        print(json.dumps(report, indent=1))
+        return
     if "torch" in args.formats:
         start = time.time()
         program = export_program(model, x, dynamic_batch=not args.static_batch)
