@@ -60,7 +60,7 @@ from mvit.checkpoint import detect_format, load_checkpoint, read_checkpoint
 from mvit.checkpoint.hub import resolve_checkpoint
 from mvit.engine import preemption
 from mvit.engine.lock import hold_until_exit, release_held
-from mvit.errors import ConfigError, report, run_cli
+from mvit.errors import ConfigError, UserError, report, run_cli
 from mvit.utils.cli import ArgumentParser
 from mvit.utils.distributed import collective_timeout_s
 from projects.detection.backbone import MViTBackbone
@@ -216,6 +216,10 @@ def do_test(cfg, model: nn.Module) -> Dict[str, Any]:
     return results
 
 
+class NonFiniteLossError(UserError, FloatingPointError):
+    """detectron2 met a NaN or inf loss; one line naming the iteration and the last good checkpoint, exit 2."""
+
+
 def do_train(args, cfg) -> Dict[str, Any]:
     """Train ``cfg.model`` with hooks (lr schedule, checkpoints, evaluation, metric writers); resume if asked.
 
@@ -270,6 +274,13 @@ def do_train(args, cfg) -> Dict[str, Any]:
     except _StopTraining as stop:
         logger.info("%s", stop.preempted)
         raise stop.preempted from None
+    except FloatingPointError as err:
+        # detectron2's trainer stops on a NaN / inf loss before the optimizer step; one line, as run_net does.
+        saved = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else "none yet"
+        raise NonFiniteLossError(
+            f"{str(err).splitlines()[0]} Last good checkpoint: {saved}; lower optimizer.lr or check the data, "
+            "then run the same command with --resume"
+        ) from None
     return last_results
 
 

@@ -114,3 +114,41 @@ def test_two_cpu_processes_train_and_evaluate(synthetic_root, tmp_path):
         or "Rank of current process: 0. World size: 2" in log
     )
     assert _iterations(str(out / "metrics.json")) == [0, 1]
+
+
+def test_nan_loss_stops_naming_the_iteration_and_the_last_good_checkpoint(
+    synthetic_root, tmp_path, capsys, monkeypatch
+):
+    from detectron2.modeling import GeneralizedRCNN
+    from detectron2.utils.events import get_event_storage
+
+    from mvit.errors import run_cli
+
+    forward = GeneralizedRCNN.forward
+
+    def diverging(self, batched_inputs):  # the loss of iteration 1 and later is NaN
+        out = forward(self, batched_inputs)
+        if self.training and get_event_storage().iter >= 1:
+            out = {k: v * float("nan") for k, v in out.items()}
+        return out
+
+    monkeypatch.setattr(GeneralizedRCNN, "forward", diverging)
+    out = tmp_path / "run"
+    argv = [
+        "--config-file", DEMO,
+        f"dataloader.train.dataset.root={synthetic_root}",
+        "dataloader.train.dataset.prefix=test_train_net_nan",
+        "dataloader.train.num_workers=0",
+        "dataloader.train.total_batch_size=2",
+        f"train.output_dir={out}",
+        "train.checkpointer.period=1",
+        "train.max_iter=3",
+        "train.eval_period=100",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: train_net.invoke_main(argv))
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "NaN at iteration=1" in lines[0], lines
+    assert str(out / "model_0000000.pth") in lines[0]
+    assert not (out / "model_0000001.pth").exists()  # nothing saved after the bad step
