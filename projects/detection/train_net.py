@@ -40,6 +40,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 import torch
+import torch.multiprocessing as mp
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
     AMPTrainer,
@@ -59,6 +60,7 @@ from torch import nn
 from mvit.checkpoint import detect_format, load_checkpoint, read_checkpoint
 from mvit.checkpoint.hub import resolve_checkpoint
 from mvit.engine import preemption
+from mvit.engine.launch import RANK_LOST_EXIT_CODE
 from mvit.engine.lock import hold_until_exit, release_held
 from mvit.errors import ConfigError, UserError, report, run_cli
 from mvit.utils.cli import ArgumentParser
@@ -328,7 +330,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_config(args: argparse.Namespace) -> None:
+def check_config(args: argparse.Namespace):
     """Load the config file and apply the overrides once before any process starts: a mistake is one line."""
     if not args.config_file:
         raise ConfigError("--config-file is required")
@@ -342,6 +344,7 @@ def check_config(args: argparse.Namespace) -> None:
         LazyConfig.apply_overrides(cfg, args.opts)
     except Exception as err:  # noqa: BLE001 - hydra's override parser raises its own exception types
         raise ConfigError(f"{args.config_file}: {report(err)} (overrides: {' '.join(args.opts)})") from None
+    return cfg
 
 
 def invoke_main(argv: Optional[List[str]] = None) -> int:
@@ -351,7 +354,7 @@ def invoke_main(argv: Optional[List[str]] = None) -> int:
         UserError: a bad flag, config file, override or checkpoint (``run_cli`` prints it as one line, exit 2).
     """
     args = parse_args(argv)
-    check_config(args)
+    cfg = check_config(args)
     try:
         launch(
             main,
@@ -366,6 +369,22 @@ def invoke_main(argv: Optional[List[str]] = None) -> int:
     except preemption.Preempted as err:
         print(f"stopped: {err}; run the same command with --resume to continue", file=sys.stderr)
         return preemption.PREEMPTED_EXIT_CODE
+    except mp.ProcessExitedException as err:
+        if err.signal_name is None:
+            raise
+        # torch's join has stopped the other processes; one line naming the lost rank, as run_net prints.
+        rank = args.machine_rank * args.num_gpus + err.error_index
+        last = os.path.join(cfg.train.output_dir, "last_checkpoint")
+        resume = "no checkpoint yet: the same command starts again"
+        if os.path.isfile(last):
+            with open(last) as f:
+                resume = f"run the same command with --resume to continue from {f.read().strip()}"
+        print(
+            f"error: rank {rank} (pid {err.error_pid}) was killed by signal {err.signal_name}; the job stopped; "
+            f"{resume}",
+            file=sys.stderr,
+        )
+        return RANK_LOST_EXIT_CODE
     return 0
 
 

@@ -152,3 +152,27 @@ def test_nan_loss_stops_naming_the_iteration_and_the_last_good_checkpoint(
     assert len(lines) == 1 and "NaN at iteration=1" in lines[0], lines
     assert str(out / "model_0000000.pth") in lines[0]
     assert not (out / "model_0000001.pth").exists()  # nothing saved after the bad step
+
+
+def test_a_killed_process_is_one_line_naming_its_rank_and_the_checkpoint(tmp_path, capsys, monkeypatch):
+    """detectron2's launcher (torch's join) stops the other processes when one dies; the exception it raises
+    becomes one line with the global rank and what --resume continues from, and the lost-rank exit code."""
+    import torch.multiprocessing as mp
+
+    from mvit.engine.launch import RANK_LOST_EXIT_CODE
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last_checkpoint").write_text("model_0000009.pth")
+
+    def killed(*args, **kwargs):
+        raise mp.ProcessExitedException("process 1 terminated with signal SIGKILL", 1, 4321, -9, "SIGKILL")
+
+    monkeypatch.setattr(train_net, "launch", killed)
+    argv = ["--num-gpus", "2", "--num-machines", "2", "--machine-rank", "1", "--dist-url", "tcp://127.0.0.1:1"]
+    assert train_net.invoke_main(argv + ["--config-file", DEMO, f"train.output_dir={out}"]) == RANK_LOST_EXIT_CODE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: rank 3 (pid 4321) was killed by signal SIGKILL; the job stopped; run the same command with --resume "
+        "to continue from model_0000009.pth"
+    ]
