@@ -31,6 +31,7 @@ from typing import Iterator, Optional, Sequence
 
 from mvit.config import CfgNode, load_config
 from mvit.engine import launch, run
+from mvit.engine.lock import OutputDirLock
 from mvit.engine.plugins import load_projects
 from mvit.engine.preemption import PREEMPTED_EXIT_CODE, Preempted
 from mvit.errors import USER_ERROR_EXIT_CODE, UserError, report, run_cli
@@ -116,6 +117,9 @@ def _log_before_launch(cfg: CfgNode, records: list[logging.LogRecord]) -> None:
     if not records and not several:
         return
     rank = int(os.environ["RANK"]) if "RANK" in os.environ else cfg.SHARD_ID * max(1, cfg.NUM_GPUS)
+    if rank == 0 and cfg.TRAIN.ENABLE and os.path.isdir(cfg.OUTPUT_DIR):
+        with OutputDirLock(cfg.OUTPUT_DIR):  # a run already there: refused before a line reaches its log.txt
+            pass
     setup_logging(cfg.OUTPUT_DIR, rank)
     for record in records:
         logging.getLogger(record.name).handle(record)

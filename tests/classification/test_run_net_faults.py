@@ -11,7 +11,8 @@ from mvit.engine.lock import LOCK_NAME, OutputDirLock
 def test_second_run_on_one_output_dir_is_refused(tiny_cfg, image_tree, tmp_path, run_net_main, run_net_argv, capsys):
     out = tmp_path / "out"
     with OutputDirLock(str(out)):
-        assert run_net_main(run_net_argv(tiny_cfg, image_tree, out)) == 2
+        # An official key that the config loader reports: its line must not go to the other run's log.txt.
+        assert run_net_main(run_net_argv(tiny_cfg, image_tree, out, "TENSORBOARD.ENABLE", True)) == 2
         assert os.listdir(out) == [LOCK_NAME]  # nothing written before the refusal
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: OUTPUT_DIR {out} is in use by another run (host ")
