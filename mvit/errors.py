@@ -60,7 +60,8 @@ class CheckpointError(UserError, RuntimeError):
 
 def report(err: BaseException) -> str:
     """The one line printed for ``err``: its message's first line (or its type when it has none)."""
-    text = str(err).strip().strip("'\"")
+    # str(KeyError) is the repr of its argument (quoted); its argument is the message.
+    text = str(err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 
 

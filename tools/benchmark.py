@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -570,9 +571,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         merge(args.merge, args.out)
         return
     if args.loader:
-        from benchmark_loader import run as run_loader  # tools/ is on sys.path when this script runs
-
-        print(run_loader(args))
+        # A script beside this one, not a package module: loaded by path (also when this file is imported).
+        spec = importlib.util.spec_from_file_location(
+            "benchmark_loader", Path(__file__).with_name("benchmark_loader.py")
+        )
+        loader_bench = sys.modules["benchmark_loader"] = importlib.util.module_from_spec(spec)  # for its dataclasses
+        spec.loader.exec_module(loader_bench)
+        print(loader_bench.run(args))
         return
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

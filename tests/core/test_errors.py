@@ -100,3 +100,11 @@ def test_truncated_checkpoint(tmp_path, make_tiny):
 def test_missing_checkpoint(tmp_path, make_tiny):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(make_tiny(), str(tmp_path / "absent.pth"))
+
+
+def test_report_keeps_a_message_that_ends_in_quotes_and_unquotes_a_key_error():
+    from mvit.errors import ConfigError, report
+
+    assert report(ConfigError('no such file: "my data/train.csv"')) == 'no such file: "my data/train.csv"'
+    assert report(KeyError("MODEL.NUM_CLASSES")) == "MODEL.NUM_CLASSES"
+    assert report(ValueError("")) == "ValueError"
