@@ -9,10 +9,13 @@ yaml maps onto it one to one. :meth:`MViTConfig.from_stages` builds the per-bloc
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
+
+from ..errors import ConfigError
 
 __all__ = ["BlockSpec", "MViTConfig", "round_width"]
 
@@ -26,6 +29,10 @@ def round_width(width: float, multiplier: float, divisor: int = 1) -> int:
     if width_out < 0.9 * width:
         width_out += divisor
     return int(width_out)
+
+
+class UnknownFieldError(ConfigError, TypeError):
+    """A keyword that is not an :class:`MViTConfig` field (a TypeError, as for any unknown keyword argument)."""
 
 
 @dataclass(frozen=True)
@@ -189,9 +196,14 @@ class MViTConfig:
 
     def replace(self, **changes) -> MViTConfig:
         """A copy with some fields changed (validated again)."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(names))
         if unknown:
-            raise TypeError(f"unknown MViTConfig field(s): {', '.join(unknown)}")
+            hints = [
+                f"{u} (did you mean {', '.join(close)}?)" if (close := difflib.get_close_matches(u, names)) else u
+                for u in unknown
+            ]
+            raise UnknownFieldError(f"unknown MViTConfig field(s): {'; '.join(hints)}")
         return dataclasses.replace(self, **changes)
 
     @classmethod

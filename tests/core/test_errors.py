@@ -73,8 +73,11 @@ def test_bad_architecture_key_names_the_file_and_key(tmp_path):
 
 
 def test_unknown_model_field():
-    with pytest.raises(TypeError, match="embed_dims"):
+    from mvit.errors import ConfigError
+
+    with pytest.raises(TypeError, match=r"embed_dims \(did you mean embed_dim\?\)") as info:
         mvit.create_model("mvitv2_t", embed_dims=64)
+    assert isinstance(info.value, ConfigError)  # a tool reports it as one line
 
 
 def test_checkpoint_of_another_architecture_names_the_keys(tmp_path, make_tiny):
