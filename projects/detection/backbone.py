@@ -30,6 +30,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from torch import nn
 
+from mvit.errors import ConfigError
 from mvit.models import MViT, MViTConfig
 
 __all__ = [
@@ -53,8 +54,9 @@ def detectron2_block_layout(
     """
     last = list(last_block_indexes)
     if len(last) != 4 or last != sorted(set(last)) or last[0] < 0 or last[-1] != depth - 1:
-        raise ValueError(
-            f"last_block_indexes={tuple(last_block_indexes)} must be 4 increasing block indexes ending at depth-1={depth - 1}"
+        raise ConfigError(
+            f"model.backbone.bottom_up.last_block_indexes={tuple(last_block_indexes)}: 4 increasing block indexes "
+            f"ending at depth-1={depth - 1} are needed"
         )
     q_strides, kv_strides, windows = [], [], []
     stride_kv, window = adaptive_kv_stride, adaptive_window_size

@@ -218,6 +218,36 @@ def do_test(cfg, model: nn.Module) -> Dict[str, Any]:
     return results
 
 
+def check_num_classes(cfg) -> None:
+    """The heads' class count against the training set's categories (detectron2 checks neither): a label past the
+    last class would index outside the classifier, a surplus only leaves classes unused (logged)."""
+    from detectron2.data import MetadataCatalog
+
+    heads = cfg.model.get("roi_heads")
+    names = cfg.dataloader.train.dataset.get("names")
+    if heads is None or heads.get("num_classes") is None or names is None:
+        return
+    for name in [names] if isinstance(names, str) else names:
+        meta = MetadataCatalog.get(name)
+        classes = meta.get("thing_classes")
+        if classes is None:
+            continue
+        where = f"{name} ({meta.json_file})" if meta.get("json_file") else name
+        if len(classes) > heads.num_classes:
+            raise ConfigError(
+                f"model.roi_heads.num_classes is {heads.num_classes} but {where} has {len(classes)} categories: "
+                f"set model.roi_heads.num_classes={len(classes)}"
+            )
+        if len(classes) < heads.num_classes:
+            logger.warning(
+                "model.roi_heads.num_classes is %d but %s has %d categories: %d classes are never trained",
+                heads.num_classes,
+                where,
+                len(classes),
+                heads.num_classes - len(classes),
+            )
+
+
 class NonFiniteLossError(UserError, FloatingPointError):
     """detectron2 met a NaN or inf loss; one line naming the iteration and the last good checkpoint, exit 2."""
 
@@ -239,7 +269,8 @@ def do_train(args, cfg) -> Dict[str, Any]:
 
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
-    train_loader = instantiate(cfg.dataloader.train)
+    train_loader = instantiate(cfg.dataloader.train)  # loads the training set: its categories are known now
+    check_num_classes(cfg)
 
     model = _ddp(model, cfg.train.device, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)

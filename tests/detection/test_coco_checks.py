@@ -326,3 +326,29 @@ def test_other_dataset_kinds_are_left_to_detectron2(coco_root, tmp_path):
     DatasetCatalog.register(name, lambda: records)
     MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="lvis")
     assert checked_detection_dataset_dicts(name, filter_empty=False) == records
+
+
+@requires_detectron2
+def test_train_net_refuses_heads_with_fewer_classes_than_the_data(coco_root, tmp_path, capsys):
+    """A custom COCO-format set with more categories than model.roi_heads.num_classes: one line, before training."""
+    from detectron2.data.datasets import register_coco_instances
+
+    from mvit.errors import run_cli
+    from projects.detection import train_net
+
+    json_file, image_root = coco_layout_paths(coco_root, "train")
+    name = f"test_coco_checks_classes_{uuid.uuid4().hex[:8]}"
+    register_coco_instances(name, {}, str(json_file), str(image_root))
+    argv = [
+        "--config-file", os.path.join(ROOT, "projects", "detection", "configs", "mask_rcnn_mvitv2_t_3x.py"),
+        "train.init_checkpoint=", "train.device=cpu", f"train.output_dir={tmp_path / 'out'}",
+        f"dataloader.train.dataset.names={name}", "dataloader.train.num_workers=0", "model.roi_heads.num_classes=3",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: train_net.invoke_main(argv))
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert lines == [
+        f"error: model.roi_heads.num_classes is 3 but {name} ({json_file}) has 80 categories: "
+        "set model.roi_heads.num_classes=80"
+    ]
