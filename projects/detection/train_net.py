@@ -60,6 +60,7 @@ from torch import nn
 from mvit.checkpoint import detect_format, load_checkpoint, read_checkpoint
 from mvit.checkpoint.hub import resolve_checkpoint
 from mvit.engine import preemption
+from mvit.engine.data import LoaderWorkerError, describe_worker_failure
 from mvit.engine.launch import RANK_LOST_EXIT_CODE
 from mvit.engine.lock import hold_until_exit, release_held
 from mvit.errors import ConfigError, UserError, report, run_cli
@@ -307,6 +308,15 @@ def do_train(args, cfg) -> Dict[str, Any]:
     except _StopTraining as stop:
         logger.info("%s", stop.preempted)
         raise stop.preempted from None
+    except RuntimeError as err:
+        failure = describe_worker_failure(err)
+        if failure is None:
+            raise
+        saved = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else "none yet"
+        raise LoaderWorkerError(
+            f"{failure} at iteration {trainer.iter}: lower dataloader.train.num_workers or total_batch_size, then "
+            f"run the same command with --resume (last checkpoint: {saved})"
+        ) from err
     except FloatingPointError as err:
         # detectron2's trainer stops on a NaN / inf loss before the optimizer step; one line, as run_net does.
         saved = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else "none yet"

@@ -176,3 +176,49 @@ def test_a_killed_process_is_one_line_naming_its_rank_and_the_checkpoint(tmp_pat
         "error: rank 3 (pid 4321) was killed by signal SIGKILL; the job stopped; run the same command with --resume "
         "to continue from model_0000009.pth"
     ]
+
+
+def test_killed_loader_worker_is_one_line_and_resume_continues(synthetic_root, tmp_path, capsys, monkeypatch):
+    """A loader worker killed as by the out-of-memory killer (SIGKILL) while loading its 6th item (some iterations
+    in, the worker loads ahead): one line naming it and the checkpoint, exit 2; --resume then finishes the run."""
+    import signal
+
+    import torch.utils.data
+    from detectron2.data import DatasetMapper
+
+    from mvit.errors import run_cli
+
+    marker = tmp_path / "kill"
+    marker.touch()
+    mapper = DatasetMapper.__call__
+    calls = {"n": 0}
+
+    def killing(self, record):  # in the forked worker
+        calls["n"] += 1
+        if torch.utils.data.get_worker_info() is not None and calls["n"] == 6 and marker.exists():
+            marker.unlink()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return mapper(self, record)
+
+    monkeypatch.setattr(DatasetMapper, "__call__", killing)
+    monkeypatch.setattr(train_net, "do_test", lambda cfg, model: {})  # the final evaluation is not at stake here
+    out = tmp_path / "run"
+    argv = [
+        "--config-file", DEMO,
+        f"dataloader.train.dataset.root={synthetic_root}",
+        "dataloader.train.dataset.prefix=test_train_net_worker",
+        "dataloader.train.num_workers=1",
+        "dataloader.train.total_batch_size=1",
+        f"train.output_dir={out}",
+        "train.checkpointer.period=1",
+        "train.max_iter=8",
+        "train.eval_period=100",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: train_net.invoke_main(argv))
+    assert exit_info.value.code == 2 and not marker.exists()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "was killed by signal 9 (SIGKILL), probably by the out-of-memory killer" in lines[0]
+    assert f"run the same command with --resume (last checkpoint: {out}/model_000000" in lines[0], lines
+    assert train_net.invoke_main(["--resume", *argv]) == 0
+    assert _iterations(os.path.join(out, "metrics.json"))[-1] == 7
