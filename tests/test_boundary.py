@@ -87,7 +87,12 @@ BAD_INPUTS = {
     ),
     "export": (["tools/export.py", "no_such_model", "--out", "{tmp}"], "no_such_model"),
     "export_flag": (["tools/export.py", "mvitv2_t", "--batch", "two"], "--batch"),
+    "export_out": (["tools/export.py", "mvitv2_t", "--out", "README.md/exports"], "README.md/exports"),
     "convert_checkpoint": (["tools/convert_checkpoint.py", "missing.pyth", "{tmp}/out.pyth"], "missing.pyth"),
+    "convert_checkpoint_out": (
+        ["tools/convert_checkpoint.py", "zoo:mvitv2_t.fb_in1k", "README.md/out.pyth"],
+        "README.md/out.pyth",
+    ),
     "submit": (["tools/submit.py", "--cfg", "missing_config.yaml", "--job-dir", "{tmp}"], "missing_config.yaml"),
     "submit_flag": (
         ["tools/submit.py", "--cfg", "configs/DEMO/MVITv2_digits.yaml", "--job-dir", "{tmp}", "--nodes", "0"],

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 from typing import Any, Optional, Sequence
 
 from mvit.checkpoint import (
@@ -29,7 +30,7 @@ from mvit.checkpoint import (
     unwrap_state_dict,
 )
 from mvit.checkpoint.formats import WEIGHTS_FORMAT
-from mvit.errors import UserError, run_cli
+from mvit.errors import CheckpointError, UserError, run_cli
 from mvit.models import create_model
 from mvit.utils.cli import ArgumentParser, model_argument
 
@@ -59,6 +60,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="read SRC without the pickle allow-list: it can run code, use it only for a file you trust",
     )
     args = parser.parse_args(argv)
+    folder = os.path.dirname(os.path.abspath(args.dst))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):  # before a download or a long read
+        raise CheckpointError(f"{args.dst}: cannot write there ({folder} is not a writable folder)")
     if args.model:
         with model_argument(f"--model {args.model}"):
             model = create_model(args.model, **_parse_overrides(args.set))

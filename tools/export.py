@@ -173,7 +173,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.memory_cap_gib:
         cap = int(args.memory_cap_gib * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:  # before any model is built: a folder that cannot be made is the user's to fix
+        args.out.mkdir(parents=True, exist_ok=True)
+        probe = args.out / ".write_test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"--out {args.out}: cannot write there ({err.strerror})") from None
 
     if args.torchvision_mvit_v2_s:
         try:
