@@ -17,6 +17,7 @@ import re
 import typing
 from typing import Any, Dict, Optional, Tuple, Union
 
+import torch
 from fvcore.common.config import CfgNode
 
 from ..errors import ConfigError
@@ -272,12 +273,25 @@ def create_model(
         raise ConfigError("create_model: pass either pretrained= or checkpoint=, not both")
     if weights is not None:
         spec = weights.tag
-    model = MViT(resolve_config(spec, **overrides))
+    strict = checkpoint is not None or (weights is not None and not overrides)
+    model = _build(resolve_config(spec, **overrides), skip_init=strict)
     if weights is not None:
-        load_pretrained(model, weights, strict=not overrides, progress=progress)
+        load_pretrained(model, weights, strict=strict, progress=progress)
     elif checkpoint is not None:
         load_checkpoint(model, checkpoint, strict=True)
     return model
+
+
+def _build(config: MViTConfig, skip_init: bool) -> MViT:
+    """``MViT(config)``; with ``skip_init`` (a strict load will overwrite every tensor of its state dict) without
+    the random initialisation, which takes seconds for the L and H models."""
+    if not skip_init:
+        return MViT(config)
+    with torch.device("meta"):
+        model = MViT(config)
+    if set(dict(model.named_buffers())) - set(model.state_dict()):  # a buffer no file holds: initialise normally
+        return MViT(config)
+    return model.to_empty(device="cpu")
 
 
 def _pretrained_weights(spec: ModelSpec, pretrained: Union[bool, str]) -> Optional[Weights]:
