@@ -379,7 +379,10 @@ def test_two_node_job_trains_to_the_weights_of_one_node(
     nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], env=slurm_env, capture_output=True, text=True, timeout=30)
     if len(set(nodes.stdout.split())) < 2:
         pytest.skip("the cluster has one node; start it with MVIT_SLURM_NODES=2 tools/slurm_local/start.sh")
-    job_id = submit_slurm([*submit_args(tiny_experiment, tmp_path, tasks=1), "--nodes", "2"], slurm_env)
+    # TRAIN.BATCH_SIZE is the batch of one node (PySlowFast's meaning): half of it on each of two nodes is the
+    # global batch of the one-node job.
+    argv = [*submit_args(tiny_experiment, tmp_path, tasks=1), "--nodes", "2", "TRAIN.BATCH_SIZE", str(BATCH_SIZE // 2)]
+    job_id = submit_slurm(argv, slurm_env)
     wait_for_state(job_id, slurm_env, {"COMPLETED"}, tmp_path)
     shown = subprocess.run(["scontrol", "-o", "show", "job", job_id], env=slurm_env, capture_output=True, text=True)
     assert re.search(r" NumNodes=2 ", shown.stdout), shown.stdout
