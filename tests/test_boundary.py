@@ -181,3 +181,14 @@ def test_setup_extras_cover_every_import() -> None:
     assert not missing, "imports no requirement of their area installs"
     assert _names(core) <= {"torch", "torchvision", "fvcore", "iopath", "numpy", "pyyaml", "safetensors", "tqdm"}
     assert _names(extras["all"]) == set().union(*(_names(r) for k, r in extras.items() if k != "all"))
+
+
+def test_every_test_named_in_the_readme_failure_table_exists() -> None:
+    """The README's "Failure behaviour" rows name the tests that prove them; a renamed or dropped test shows here."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Failure behaviour", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(test_\w+)`", table))
+    defined = set()
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        defined |= set(re.findall(r"^(?:async )?def (test_\w+)", path.read_text(), re.M))
+    assert named and not named - defined, sorted(named - defined)
