@@ -23,7 +23,6 @@ import importlib
 import logging
 import multiprocessing.connection
 import os
-import pickle
 import signal
 import sys
 import time
@@ -139,8 +138,11 @@ def _raise_crash(context: mp.ProcessContext, failures: dict[int, int]) -> None:
             continue
         pid = context.processes[i].pid
         if os.access(context.error_files[i], os.R_OK):
+            from ..checkpoint.safe_io import load_pickle
+
             with open(context.error_files[i], "rb") as fh:
-                trace = pickle.load(fh)  # written by torch's spawn wrapper in the child: a str
+                # Written by torch's spawn wrapper in the child: a str, which the restricted unpickler admits.
+                trace = load_pickle(fh, context.error_files[i])
             raise mp.ProcessRaisedException(f"\n\n-- Process {i} terminated with the following error:\n{trace}", i, pid)
         raise mp.ProcessExitedException(
             f"process {i} terminated with exit code {code}", error_index=i, error_pid=pid, exit_code=code

@@ -7,6 +7,7 @@ file makes that happen on the first run only. The wrapper is a project module th
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import signal
@@ -219,3 +220,40 @@ def test_peer_loss_is_told_from_other_runtime_errors():
     assert is_peer_loss(RuntimeError("[gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 15000ms for recv"))
     assert not is_peer_loss(RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)"))
     assert not is_peer_loss(ValueError("Connection closed by peer"))
+
+
+def test_a_crashed_process_is_re_raised_with_its_traceback_and_a_code_carrying_file_is_refused(tmp_path):
+    """The child's error file is read with the restricted unpickler: its traceback text comes back, a pickle that
+    would run code is refused."""
+    import pickle
+    from types import SimpleNamespace
+
+    import torch.multiprocessing as mp
+
+    from mvit.errors import CheckpointError
+
+    launch_module = importlib.import_module("mvit.engine.launch")  # the package re-exports the function `launch`
+    error_file = tmp_path / "error.pickle"
+    error_file.write_bytes(pickle.dumps("Traceback (most recent call last):\nRuntimeError: boom"))
+    context = SimpleNamespace(
+        processes=[SimpleNamespace(pid=11), SimpleNamespace(pid=12)], error_files=["", str(error_file)]
+    )
+    with pytest.raises(mp.ProcessRaisedException, match="RuntimeError: boom") as info:
+        launch_module._raise_crash(context, {1: 1})
+    assert info.value.error_index == 1 and info.value.error_pid == 12
+
+    marker = tmp_path / "ran"
+    error_file.write_bytes(pickle.dumps(_Payload(str(marker))))
+    with pytest.raises(CheckpointError, match="refused"):
+        launch_module._raise_crash(context, {1: 1})
+    assert not marker.exists()
+
+
+class _Payload:
+    """Unpickling it would create a file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
