@@ -19,6 +19,29 @@ def _iterations(metrics_json: str) -> list:
         return [json.loads(line)["iteration"] for line in f if line.strip() and "total_loss" in line]
 
 
+def _demo_argv(root: str, out, prefix: str, *overrides: str) -> list:
+    """train_net's command line for the demo config on the generated set, checkpointing every iteration."""
+    return [
+        "--config-file", DEMO,
+        f"dataloader.train.dataset.root={root}",
+        f"dataloader.train.dataset.prefix={prefix}",
+        f"train.output_dir={out}",
+        "train.checkpointer.period=1",
+        "train.eval_period=100",
+        *overrides,
+    ]  # fmt: skip
+
+
+def _user_error_lines(argv: list, capsys) -> list:
+    """Run train_net as its command line does; it must exit 2. Returns its ``error:`` lines."""
+    from mvit.errors import run_cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: train_net.invoke_main(argv))
+    assert exit_info.value.code == 2
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+
+
 def test_train_evaluate_resume(synthetic_root, tmp_path):
     out = str(tmp_path / "run")
     # Flags (--resume, --eval-only) go before the key=value overrides, which take the rest of the line.
@@ -122,8 +145,6 @@ def test_nan_loss_stops_naming_the_iteration_and_the_last_good_checkpoint(
     from detectron2.modeling import GeneralizedRCNN
     from detectron2.utils.events import get_event_storage
 
-    from mvit.errors import run_cli
-
     forward = GeneralizedRCNN.forward
 
     def diverging(self, batched_inputs):  # the loss of iteration 1 and later is NaN
@@ -134,21 +155,11 @@ def test_nan_loss_stops_naming_the_iteration_and_the_last_good_checkpoint(
 
     monkeypatch.setattr(GeneralizedRCNN, "forward", diverging)
     out = tmp_path / "run"
-    argv = [
-        "--config-file", DEMO,
-        f"dataloader.train.dataset.root={synthetic_root}",
-        "dataloader.train.dataset.prefix=test_train_net_nan",
-        "dataloader.train.num_workers=0",
-        "dataloader.train.total_batch_size=2",
-        f"train.output_dir={out}",
-        "train.checkpointer.period=1",
-        "train.max_iter=3",
-        "train.eval_period=100",
-    ]  # fmt: skip
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: train_net.invoke_main(argv))
-    assert exit_info.value.code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    argv = _demo_argv(
+        synthetic_root, out, "test_train_net_nan",
+        "dataloader.train.num_workers=0", "dataloader.train.total_batch_size=2", "train.max_iter=3",
+    )  # fmt: skip
+    lines = _user_error_lines(argv, capsys)
     assert len(lines) == 1 and "NaN at iteration=1" in lines[0], lines
     assert str(out / "model_0000000.pth") in lines[0]
     assert not (out / "model_0000001.pth").exists()  # nothing saved after the bad step
@@ -186,8 +197,6 @@ def test_killed_loader_worker_is_one_line_and_resume_continues(synthetic_root, t
     import torch.utils.data
     from detectron2.data import DatasetMapper
 
-    from mvit.errors import run_cli
-
     marker = tmp_path / "kill"
     marker.touch()
     mapper = DatasetMapper.__call__
@@ -203,21 +212,12 @@ def test_killed_loader_worker_is_one_line_and_resume_continues(synthetic_root, t
     monkeypatch.setattr(DatasetMapper, "__call__", killing)
     monkeypatch.setattr(train_net, "do_test", lambda cfg, model: {})  # the final evaluation is not at stake here
     out = tmp_path / "run"
-    argv = [
-        "--config-file", DEMO,
-        f"dataloader.train.dataset.root={synthetic_root}",
-        "dataloader.train.dataset.prefix=test_train_net_worker",
-        "dataloader.train.num_workers=1",
-        "dataloader.train.total_batch_size=1",
-        f"train.output_dir={out}",
-        "train.checkpointer.period=1",
-        "train.max_iter=8",
-        "train.eval_period=100",
-    ]  # fmt: skip
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: train_net.invoke_main(argv))
-    assert exit_info.value.code == 2 and not marker.exists()
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    argv = _demo_argv(
+        synthetic_root, out, "test_train_net_worker",
+        "dataloader.train.num_workers=1", "dataloader.train.total_batch_size=1", "train.max_iter=8",
+    )  # fmt: skip
+    lines = _user_error_lines(argv, capsys)
+    assert not marker.exists()
     assert len(lines) == 1 and "was killed by signal 9 (SIGKILL), probably by the out-of-memory killer" in lines[0]
     assert f"run the same command with --resume (last checkpoint: {out}/model_000000" in lines[0], lines
     assert train_net.invoke_main(["--resume", *argv]) == 0
