@@ -253,6 +253,11 @@ class NonFiniteLossError(UserError, FloatingPointError):
     """detectron2 met a NaN or inf loss; one line naming the iteration and the last good checkpoint, exit 2."""
 
 
+def _last_checkpoint(checkpointer: SafeDetectionCheckpointer) -> str:
+    """The checkpoint ``--resume`` would continue from, for a message."""
+    return checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else "none yet"
+
+
 def do_train(args, cfg) -> Dict[str, Any]:
     """Train ``cfg.model`` with hooks (lr schedule, checkpoints, evaluation, metric writers); resume if asked.
 
@@ -312,14 +317,14 @@ def do_train(args, cfg) -> Dict[str, Any]:
         failure = describe_worker_failure(err)
         if failure is None:
             raise
-        saved = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else "none yet"
+        saved = _last_checkpoint(checkpointer)
         raise LoaderWorkerError(
             f"{failure} at iteration {trainer.iter}: lower dataloader.train.num_workers or total_batch_size, then "
             f"run the same command with --resume (last checkpoint: {saved})"
         ) from err
     except FloatingPointError as err:
         # detectron2's trainer stops on a NaN / inf loss before the optimizer step; one line, as run_net does.
-        saved = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else "none yet"
+        saved = _last_checkpoint(checkpointer)
         raise NonFiniteLossError(
             f"{str(err).splitlines()[0]} Last good checkpoint: {saved}; lower optimizer.lr or check the data, "
             "then run the same command with --resume"
