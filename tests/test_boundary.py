@@ -135,8 +135,9 @@ _DETECTRON2 = {"detectron2", "omegaconf", "hydra"}
 def _setup_requirements() -> tuple[list[str], dict[str, list[str]]]:
     """``install_requires`` and ``extras_require`` of setup.py, read without running setuptools."""
     captured: dict = {}
-    code = (ROOT / "setup.py").read_text().replace("from setuptools import find_packages, setup", "")
-    exec(code, {"find_packages": lambda **_: [], "setup": lambda **kw: captured.update(kw)})  # noqa: S102
+    code = re.sub(r"^from setuptools import .*$", "", (ROOT / "setup.py").read_text(), flags=re.M)
+    stubs = {"find_packages": lambda **_: [], "Extension": lambda *_, **__: None}
+    exec(code, {**stubs, "setup": lambda **kw: captured.update(kw)})  # noqa: S102
     return captured["install_requires"], captured["extras_require"]
 
 

@@ -173,9 +173,18 @@ def image_pipelines(data_dir: Path, train: bool) -> Tuple[Dict[str, Callable[[],
     return {"ours": _cycle(ours, train), "timm": _cycle(ref, train)}, len(ours)
 
 
+def _plain_timm_ops(augment) -> None:
+    """Put timm's own op functions back into a RandAugment that mvit.engine.augment.accelerate changed."""
+    from mvit.engine.augment import _STAND_INS
+
+    originals = {stand_in: timm_fn for timm_fn, stand_in in _STAND_INS.items()}
+    for op in augment.ops:
+        op.aug_fn = originals.get(op.aug_fn, op.aug_fn)
+
+
 def video_pipelines(data_dir: Path, train: bool) -> Tuple[Dict[str, Callable[[], int]], int]:
-    """Ours, today's decoding (pytorchvideo's get_clip) and pytorchvideo's LabeledVideoDataset, same transforms;
-    the items of one pass."""
+    """Ours, today's (pytorchvideo's get_clip decoding, timm's own RandAugment ops) and pytorchvideo's
+    LabeledVideoDataset (with today's transforms); the items of one pass."""
     from pytorchvideo.data import labeled_video_dataset, make_clip_sampler
 
     from projects.video.data import Kinetics
@@ -186,6 +195,8 @@ def video_pipelines(data_dir: Path, train: bool) -> Tuple[Dict[str, Callable[[],
     ours = Kinetics.from_config(cfg, split)
     today = Kinetics.from_config(cfg, split)
     today.reader = ReferenceVideoReader
+    if train:  # the references augment with timm's own RandAugment ops, as before mvit.engine.augment
+        _plain_timm_ops(today.train_transform.rand_augment.transform)
     d = cfg.DATA
     span = d.NUM_FRAMES * d.SAMPLING_RATE / d.TARGET_FPS
     if train:
@@ -199,7 +210,7 @@ def video_pipelines(data_dir: Path, train: bool) -> Tuple[Dict[str, Callable[[],
         index = torch.linspace(0, video.shape[1] - 1, d.NUM_FRAMES).long()
         clip = video[:, index].permute(1, 0, 2, 3).to(torch.uint8)
         if train:
-            item["video"] = [ours.train_transform(clip) for _ in range(num_samples)]
+            item["video"] = [today.train_transform(clip) for _ in range(num_samples)]
         else:
             item["video"] = ours.eval_transform(clip, 1)
         return item
@@ -247,8 +258,15 @@ def _timed(step: Callable[[], int], items: int) -> Tuple[float, float]:
     return time.process_time() - cpu0, time.perf_counter() - wall0
 
 
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def bench_pipelines(name: str, steps: Dict[str, Callable[[], int]], rounds: int, items: int) -> LoaderResult:
-    """Each round loads ``items`` items (whole passes over the files, so every pipeline does the same work)."""
+    """Each round loads ``items`` items (whole passes over the files) under the same seeds for every pipeline: the
+    same augmentation draws, so every pipeline does the same work (RandAugment's ops differ a lot in cost)."""
     keys = list(steps)
     for key in keys:  # warm-up: imports, first opens, caches
         steps[key]()
@@ -256,6 +274,7 @@ def bench_pipelines(name: str, steps: Dict[str, Callable[[], int]], rounds: int,
     for r in range(rounds):
         row: Dict[str, float] = {}
         for key in keys if r % 2 == 0 else keys[::-1]:
+            _seed_all(r)
             cpu, wall = _timed(steps[key], items)
             row[key], row[f"{key}_wall"] = items / cpu, items / wall
         per_round.append(row)

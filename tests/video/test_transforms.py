@@ -43,6 +43,32 @@ def test_plain_timm_rand_augment_differs_per_frame():
     assert any(not np.array_equal(frames[0], f) for f in frames[1:])
 
 
+def test_rand_augment_output_equals_timm_own_ops():
+    """The clip RandAugment runs mvit.engine.augment's shears and translations: timm's bytes, frame for frame."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    from mvit.engine.augment import _STAND_INS
+
+    ours = ClipRandAugment("rand-m9-n6-mstd0.5-inc1", MEAN)
+    assert any(op.aug_fn in _STAND_INS.values() for op in ours.transform.ops)
+    timm_own = rand_augment_transform("rand-m9-n6-mstd0.5-inc1", ours.hparams)
+    video = torch.from_numpy(np.stack([np.asarray(p) for p in _sample_frames()])).permute(0, 3, 1, 2)
+    for seed in range(20):
+        random.seed(seed)
+        np.random.seed(seed)
+        got = ours(video)
+        random.seed(seed)
+        np.random.seed(seed)
+        frame = Image.fromarray(video[0].permute(1, 2, 0).numpy())
+        assert torch.equal(got[0], torch.from_numpy(np.asarray(timm_own(frame)).copy()).permute(2, 0, 1))
+
+
+def _sample_frames() -> list:
+    from sklearn.datasets import load_sample_images
+
+    return [Image.fromarray(p).resize((120, 80)) for p in load_sample_images().images]
+
+
 def test_random_erasing_erases_one_box_through_all_frames():
     random.seed(1)
     clip = torch.zeros(3, 5, 32, 32)

@@ -25,6 +25,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from mvit.engine.augment import accelerate
+
 from .sampling import short_side_size, uniform_crop_offsets
 
 __all__ = ["ClipRandAugment", "ClipRandomErasing", "VideoEvalTransform", "VideoTrainTransform"]
@@ -60,14 +62,14 @@ class ClipRandAugment:
     """
 
     def __init__(self, config_str: str, mean: Sequence[float], interpolation: str = "bicubic") -> None:
-        hparams = {
+        self.hparams = hparams = {
             "img_mean": tuple(round(255 * m) for m in mean),
             "interpolation": str_to_pil_interp(interpolation),
             # timm turns magnitude 10 of PosterizeIncreasing into 0 bits, which Pillow >= 11 rejects
             # (ValueError); magnitudes drawn with mstd reach 10, so cap them just below.
             "magnitude_max": 9.99,
         }
-        self.transform = rand_augment_transform(config_str, hparams)
+        self.transform = accelerate(rand_augment_transform(config_str, hparams))  # same bytes, faster
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
         """uint8 (T, C, H, W) -> uint8 (T, C, H, W)."""
