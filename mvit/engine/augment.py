@@ -173,8 +173,8 @@ class ToNormalizedTensor:
 
 
 def accelerate(transform: Callable) -> Callable:
-    """``transform`` with the stand-ins swapped in, in place, and returned: the shears and translations of timm's
-    RandAugment / AutoAugment (the transform itself or steps of a torchvision ``Compose``, as timm's
+    """``transform`` with the stand-ins swapped in, in place, and returned: the rotations, shears and translations of
+    timm's RandAugment / AutoAugment (the transform itself or steps of a torchvision ``Compose``, as timm's
     ``create_transform`` builds), and a ``Compose``'s ``MaybeToTensor`` followed by ``Normalize``. Anything else
     is left as it is; the output is the same bytes under the same random state."""
     steps = getattr(transform, "transforms", None)
