@@ -214,6 +214,11 @@ static PyObject *affine_rgb(PyObject *self, PyObject *args) {
     } else if (filter != FILTER_BILINEAR && filter != FILTER_BICUBIC) {
         error = "filter must be BILINEAR (2) or BICUBIC (3)";
     }
+    for (int i = 0; i < 6 && error == NULL; i++) {
+        if (!isfinite(a[i])) {
+            error = "matrix entries must be finite"; /* a NaN coordinate would pass the range check */
+        }
+    }
     if (error == NULL) {
         Py_BEGIN_ALLOW_THREADS;
         transform((const unsigned char *)src.buf, sw, sh, (unsigned char *)dst.buf, dw, dh, a, filter);

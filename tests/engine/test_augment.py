@@ -88,6 +88,8 @@ def test_kernel_refuses_what_it_does_not_compute():
     src, out = bytes(12), bytearray(12)
     with pytest.raises(ValueError, match="smaller"):
         fast._affine.affine_rgb(src, 4, 4, out, 2, 2, (1.0, 0.1, 0.0, 0.0, 1.0, 0.0), 3)
+    with pytest.raises(ValueError, match="finite"):
+        fast._affine.affine_rgb(src, 2, 2, out, 2, 2, (1.0, float("nan"), 0.0, 0.0, 1.0, 0.0), 3)
     with pytest.raises(ValueError, match="filter"):
         fast._affine.affine_rgb(src, 2, 2, out, 2, 2, (1.0, 0.1, 0.0, 0.0, 1.0, 0.0), 0)
 
