@@ -1,8 +1,8 @@
-/* Pillow's affine transform of 8-bit RGB images for shears and translations, bilinear or bicubic, byte for byte,
- * three times faster.
+/* Pillow's affine transform of 8-bit RGB images with its bilinear and bicubic filters, byte for byte: about 3x
+ * faster for shears and translations, somewhat faster for other matrices (rotations).
  *
- * Why this exists: timm's RandAugment shears and translates with Image.transform(AFFINE, BICUBIC), which costs
- * 2-4 ms on a 224 px image, about half of a training image's loading time; Pillow runs a 4x4 cubic filter per pixel
+ * Why this exists: timm's RandAugment rotates, shears and translates with Image.transform(AFFINE, BICUBIC), 3-4 ms
+ * per op on a 224 px image, about half of a training image's loading time; Pillow runs a 4x4 cubic filter per pixel
  * and band through function pointers, although for shears and translations one coordinate always falls on pixel
  * centres, where the filter reduces exactly to one dimension. No library has Pillow's kernel in a faster form
  * (torchvision's tensor affine and OpenCV's warpAffine use other kernels and fixed-point coordinates).
