@@ -32,7 +32,7 @@ from mvit.checkpoint import (
 from mvit.checkpoint.formats import WEIGHTS_FORMAT
 from mvit.errors import CheckpointError, UserError, run_cli
 from mvit.models import create_model
-from mvit.utils.cli import ArgumentParser, model_argument
+from mvit.utils.cli import ArgumentParser, model_argument, unwritable_reason
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -61,8 +61,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
     folder = os.path.dirname(os.path.abspath(args.dst))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):  # before a download or a long read
-        raise CheckpointError(f"{args.dst}: cannot write there ({folder} is not a writable folder)")
+    reason = unwritable_reason(folder)  # before a download or a long read
+    if reason:
+        raise CheckpointError(f"{args.dst}: cannot write there ({folder}: {reason})")
     if args.model:
         with model_argument(f"--model {args.model}"):
             model = create_model(args.model, **_parse_overrides(args.set))

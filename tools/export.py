@@ -37,7 +37,7 @@ from mvit.export import (
     optimize_for_cpu,
     save_served,
 )
-from mvit.utils.cli import ArgumentParser, model_argument
+from mvit.utils.cli import ArgumentParser, model_argument, unwritable_reason
 
 
 def _status_gib(field: str) -> float:
@@ -173,13 +173,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.memory_cap_gib:
         cap = int(args.memory_cap_gib * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    try:  # before any model is built: a folder that cannot be made is the user's to fix
-        args.out.mkdir(parents=True, exist_ok=True)
-        probe = args.out / ".write_test"
-        probe.touch()
-        probe.unlink()
-    except OSError as err:
-        raise UserError(f"--out {args.out}: cannot write there ({err.strerror})") from None
+    reason = unwritable_reason(args.out, create=True)  # before any model is built
+    if reason:
+        raise UserError(f"--out {args.out}: cannot write there ({reason})")
 
     if args.torchvision_mvit_v2_s:
         try:
