@@ -33,6 +33,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from fvcore.common.config import CfgNode
 
+from ..checkpoint.safe_io import load_pickle
 from ..errors import UserError, report
 from ..utils.distributed import collective_timeout_s, init_process_group, is_distributed, is_peer_loss
 from . import preemption
@@ -138,8 +139,6 @@ def _raise_crash(context: mp.ProcessContext, failures: dict[int, int]) -> None:
             continue
         pid = context.processes[i].pid
         if os.access(context.error_files[i], os.R_OK):
-            from ..checkpoint.safe_io import load_pickle
-
             with open(context.error_files[i], "rb") as fh:
                 # Written by torch's spawn wrapper in the child: a str, which the restricted unpickler admits.
                 trace = load_pickle(fh, context.error_files[i])
