@@ -22,8 +22,9 @@ cubic kernels and fixed-point coordinates, so their images differ from timm's.
 
 from __future__ import annotations
 
+import contextlib
 import random
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +33,9 @@ from timm.data import auto_augment
 from timm.data.transforms import MaybeToTensor
 from torchvision import transforms as T
 
-__all__ = ["ToNormalizedTensor", "accelerate", "affine_transform"]
+from ..errors import ConfigError, report
+
+__all__ = ["ToNormalizedTensor", "accelerate", "affine_transform", "augmentation_keys"]
 
 _BICUBIC, _BILINEAR = Image.Resampling.BICUBIC, Image.Resampling.BILINEAR
 # timm's resample when an op's kwargs give none (auto_augment._DEFAULT_INTERPOLATION, bicubic since timm 0.4).
@@ -189,3 +192,16 @@ def accelerate(transform: Callable) -> Callable:
             steps[i : i + 2] = [ToNormalizedTensor(steps[i], steps[i + 1])]
             break
     return transform
+
+
+@contextlib.contextmanager
+def augmentation_keys(cfg: Any) -> Iterator[None]:
+    """Building timm's augmentation from ``cfg.AUG``: timm rejects a bad RandAugment string or filter name with an
+    ``assert``, a ValueError or a KeyError; that becomes one ConfigError naming the keys."""
+    try:
+        yield
+    except (AssertionError, ValueError, KeyError) as err:
+        raise ConfigError(
+            f"AUG.AA_TYPE={cfg.AUG.AA_TYPE!r}, AUG.INTERPOLATION={cfg.AUG.INTERPOLATION!r}: timm cannot build this "
+            f"augmentation ({report(err)})"
+        ) from None

@@ -27,7 +27,7 @@ from timm.data import create_transform
 from timm.data.auto_augment import RandAugment
 from torch.utils.data import Dataset
 
-from mvit.engine.augment import accelerate
+from mvit.engine.augment import accelerate, augmentation_keys
 from mvit.errors import ConfigError, DataError
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFolder", "build_imagenet", "build_transform", "load_image"]
@@ -51,7 +51,8 @@ def build_transform(cfg: CfgNode, is_training: bool) -> Callable[[Image.Image], 
     Returns:
         PIL image -> float tensor (3, S, S).
     """
-    return accelerate(_timm_transform(cfg, is_training))
+    with augmentation_keys(cfg):
+        return accelerate(_timm_transform(cfg, is_training))
 
 
 def _timm_transform(cfg: CfgNode, is_training: bool) -> Callable[[Image.Image], torch.Tensor]:

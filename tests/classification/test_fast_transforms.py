@@ -58,3 +58,13 @@ def test_test_pipeline_equals_timm():
     ours, timm_own = build_transform(cfg, is_training=False), _timm_transform(cfg, is_training=False)
     for img in _photos():
         assert torch.equal(ours(img), timm_own(img))
+
+
+@pytest.mark.parametrize("is_training", [True, False])
+def test_a_bad_augmentation_string_is_a_config_error_naming_the_keys(is_training):
+    from mvit.errors import ConfigError
+
+    overrides = ["AUG.AA_TYPE", "rand-zz9"] if is_training else ["AUG.INTERPOLATION", "no_such_filter"]
+    cfg = load_config(None, overrides, extensions=[add_classification_config])
+    with pytest.raises(ConfigError, match=r"AUG\.AA_TYPE=.*AUG\.INTERPOLATION="):
+        build_transform(cfg, is_training=is_training)

@@ -135,3 +135,14 @@ def test_rand_augment_survives_the_largest_magnitudes():
     augment = ClipRandAugment("rand-m10-n6-mstd0.5-inc1", MEAN)
     for seed in range(100):
         augment(_still_clip(2, 8, 8, seed=seed))
+
+
+def test_a_bad_rand_augment_string_is_a_config_error_naming_the_key():
+    from mvit.config import load_config
+    from mvit.errors import ConfigError
+    from projects.video.config import add_video_config
+    from projects.video.data.kinetics import build_train_transform
+
+    cfg = load_config(None, ["AUG.AA_TYPE", "rand-zz9"], extensions=[add_video_config])
+    with pytest.raises(ConfigError, match=r"AUG\.AA_TYPE='rand-zz9'.*Unknown RandAugment"):
+        build_train_transform(cfg)

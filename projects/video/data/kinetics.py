@@ -19,6 +19,7 @@ from iopath.common.file_io import g_pathmgr
 from torch.utils.data import Dataset
 from torchvision.models.video import MViT_V2_S_Weights
 
+from mvit.engine.augment import augmentation_keys
 from mvit.errors import ConfigError, DataError
 from mvit.utils.distributed import get_rank
 
@@ -345,21 +346,22 @@ def load_video_views(cfg: CfgNode, path: str) -> torch.Tensor:
 def build_train_transform(cfg: CfgNode) -> VideoTrainTransform:
     """The training augmentation of an experiment config (RandAugment and erasing only with ``AUG.ENABLE``)."""
     data, aug = cfg.DATA, cfg.AUG
-    return VideoTrainTransform(
-        crop_size=data.TRAIN_CROP_SIZE,
-        jitter_scales=data.TRAIN_JITTER_SCALES,
-        mean=data.MEAN,
-        std=data.STD,
-        crop_scale=data.TRAIN_JITTER_SCALES_RELATIVE,
-        crop_ratio=data.TRAIN_JITTER_ASPECT_RELATIVE,
-        flip=data.RANDOM_FLIP,
-        rand_augment=aug.AA_TYPE if aug.ENABLE else "",
-        interpolation=aug.INTERPOLATION,
-        erase_prob=aug.RE_PROB if aug.ENABLE else 0.0,
-        erase_mode=aug.RE_MODE,
-        erase_count=aug.RE_COUNT,
-        inverse_uniform=data.INV_UNIFORM_SAMPLE,
-    )
+    with augmentation_keys(cfg):
+        return VideoTrainTransform(
+            crop_size=data.TRAIN_CROP_SIZE,
+            jitter_scales=data.TRAIN_JITTER_SCALES,
+            mean=data.MEAN,
+            std=data.STD,
+            crop_scale=data.TRAIN_JITTER_SCALES_RELATIVE,
+            crop_ratio=data.TRAIN_JITTER_ASPECT_RELATIVE,
+            flip=data.RANDOM_FLIP,
+            rand_augment=aug.AA_TYPE if aug.ENABLE else "",
+            interpolation=aug.INTERPOLATION,
+            erase_prob=aug.RE_PROB if aug.ENABLE else 0.0,
+            erase_mode=aug.RE_MODE,
+            erase_count=aug.RE_COUNT,
+            inverse_uniform=data.INV_UNIFORM_SAMPLE,
+        )
 
 
 def build_eval_transform(cfg: CfgNode) -> VideoEvalTransform:
