@@ -10,7 +10,6 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 from fvcore.common.config import CfgNode
-from timm.data import Mixup
 from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -26,6 +25,7 @@ from .data import LoaderWorkerError, describe_worker_failure
 from .evaluation import autocast_context
 from .lr_schedule import build_lr_schedule
 from .meters import topk_correct
+from .mixup import BatchMixup
 from .optimizer import build_optimizer
 from .train_loop import TrainerBase
 
@@ -46,13 +46,14 @@ def amp_dtype_from_cfg(cfg: CfgNode, device: torch.device) -> Optional[torch.dty
     return _AMP[key]
 
 
-def build_mixup(cfg: CfgNode) -> Optional[Mixup]:
-    """timm's batch-wise mixup / cutmix with label smoothing, or ``None`` when it would mix nothing (``MIXUP.ENABLE``
-    off, ``PROB`` 0, both alphas 0): hard labels then take the same smoothing in the loss (:func:`build_criterion`)."""
+def build_mixup(cfg: CfgNode) -> Optional[BatchMixup]:
+    """Batch-wise mixup / cutmix with label smoothing (timm's; a clip's cutmix box spans every frame), or ``None``
+    when it would mix nothing (``MIXUP.ENABLE`` off, ``PROB`` 0, both alphas 0): hard labels then take the same
+    smoothing in the loss (:func:`build_criterion`)."""
     m = cfg.MIXUP
     if not mixup_pairs_samples(cfg):
         return None
-    return Mixup(
+    return BatchMixup(
         mixup_alpha=m.ALPHA,
         cutmix_alpha=m.CUTMIX_ALPHA,
         prob=m.PROB,
