@@ -12,8 +12,9 @@ CORE = [
     "tqdm",  # download progress of mvit.checkpoint.hub
 ]
 
-# The training engine (mvit.engine, tools/run_net.py, tools/predict.py) and the image classification project it
-# serves: an extra and not core, so that loading a model pulls in no trainer, plotting or logging stack.
+# The training engine (mvit.engine), its data and process layers (mvit.data, mvit.runtime), tools/run_net.py,
+# tools/predict.py and the image classification project they serve: an extra and not core, so that loading a model
+# pulls in no trainer, plotting or logging stack.
 TRAIN = [
     "timm>=1.0",  # Mixup, losses and EMA of the engine; RandAugment / random erasing of the classification data
     "Pillow",  # image decoding of the classification data
@@ -50,12 +51,13 @@ setup(
     packages=find_packages(include=["mvit", "mvit.*", "projects", "projects.*"]),
     install_requires=CORE,
     extras_require=EXTRAS,
-    # Pillow's affine filter for RandAugment's shears and translations, byte for byte and 3x faster
-    # (mvit/engine/augment.py). Optional: without a C compiler the install goes on and Pillow does the work.
+    # Pillow's affine filter for RandAugment's shears and translations, byte for byte and 3x faster, used only by
+    # the training data (mvit/data/augment.py, the train / video extras). Optional: without a C compiler the install
+    # goes on and Pillow does the work with the same bytes; the core never imports it.
     ext_modules=[
         Extension(
-            "mvit.engine._affine",
-            ["mvit/engine/_affine.c"],
+            "mvit.data._affine",
+            ["mvit/data/_affine.c"],
             extra_compile_args=["-O3", "-ffp-contract=off"],  # no fused multiply-add: Pillow's rounding
             optional=True,
         )

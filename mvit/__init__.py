@@ -1,6 +1,7 @@
 """MViTv2 core library: one model for images and video, configs, checkpoints and the training engine."""
 
-from .models import MViT, MViTConfig, create_model, list_models, resolve_config
+from .api import create_model, resolve_config
+from .models import MViT, MViTConfig, list_models
 
 __version__ = "0.1.0"
 __all__ = ["MViT", "MViTConfig", "create_model", "list_models", "resolve_config"]

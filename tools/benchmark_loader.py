@@ -174,8 +174,8 @@ def image_pipelines(data_dir: Path, train: bool) -> Tuple[Dict[str, Callable[[],
 
 
 def _plain_timm_ops(augment) -> None:
-    """Put timm's own op functions back into a RandAugment that mvit.engine.augment.accelerate changed."""
-    from mvit.engine.augment import _STAND_INS
+    """Put timm's own op functions back into a RandAugment that mvit.data.augment.accelerate changed."""
+    from mvit.data.augment import _STAND_INS
 
     originals = {stand_in: timm_fn for timm_fn, stand_in in _STAND_INS.items()}
     for op in augment.ops:
@@ -195,7 +195,7 @@ def video_pipelines(data_dir: Path, train: bool) -> Tuple[Dict[str, Callable[[],
     ours = Kinetics.from_config(cfg, split)
     today = Kinetics.from_config(cfg, split)
     today.reader = ReferenceVideoReader
-    if train:  # the references augment with timm's own RandAugment ops, as before mvit.engine.augment
+    if train:  # the references augment with timm's own RandAugment ops, as before mvit.data.augment
         _plain_timm_ops(today.train_transform.rand_augment.transform)
     d = cfg.DATA
     span = d.NUM_FRAMES * d.SAMPLING_RATE / d.TARGET_FPS

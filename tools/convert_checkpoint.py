@@ -20,6 +20,7 @@ import ast
 import os
 from typing import Any, Optional, Sequence
 
+from mvit import create_model
 from mvit.checkpoint import (
     convert_state_dict,
     detect_format,
@@ -31,7 +32,6 @@ from mvit.checkpoint import (
 )
 from mvit.checkpoint.formats import WEIGHTS_FORMAT
 from mvit.errors import CheckpointError, UserError, run_cli
-from mvit.models import create_model
 from mvit.utils.cli import ArgumentParser, model_argument, unwritable_reason
 
 

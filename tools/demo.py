@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     if code != 0:
         return code
     from mvit.config import load_config
-    from mvit.engine.plugins import load_projects
+    from mvit.runtime.projects import load_projects
 
     out = load_config(CONFIG, opts, extensions=load_projects(run_net.PROJECTS)[1]).OUTPUT_DIR
     checkpoint = os.path.join(out, "checkpoints", "last.pyth")

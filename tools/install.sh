@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 PIP=".venv/bin/python -m pip"
 stamp=.venv/.mvit-installed
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ tools/install.sh -nt "$stamp" ] \
-  || [ mvit/engine/_affine.c -nt "$stamp" ]; then
+  || [ mvit/data/_affine.c -nt "$stamp" ]; then
   # torch 2.14.1 / torchvision 0.29.1 are the tested pair (pinned on this machine's local index).
   $PIP install -q "torch==2.14.1" "torchvision==0.29.1"
   $PIP install -q -e ".[all]"  # the core, every extra (train, video, detection, slurm, export) and dev

@@ -19,8 +19,9 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 
 import mvit
+from mvit import resolve_config
 from mvit.errors import UserError, run_cli
-from mvit.models import MViT, model_info, resolve_config
+from mvit.models import MViT, model_info
 from mvit.utils.cli import ArgumentParser, model_argument
 
 

@@ -15,7 +15,7 @@ Class names, in order: the names a training checkpoint stores, the data set's
 weights' class set (ImageNet-1k, Kinetics-400, through torchvision's public weights metadata), else indices.
 
 Each file goes through the input loader that a project registered for its suffix
-(:func:`mvit.engine.register_input_loader`): images through the classification project's test transform,
+(:func:`mvit.data.register_input_loader`): images through the classification project's test transform,
 videos through the video project's.
 """
 
@@ -29,14 +29,14 @@ from typing import Any, Optional, Sequence
 import torch
 from fvcore.common.config import CfgNode
 
-from mvit.checkpoint import CheckpointError, is_training_state, load_checkpoint, read_checkpoint
+from mvit import create_model
+from mvit.checkpoint import is_training_state, load_checkpoint, read_checkpoint
 from mvit.config import load_config
-from mvit.engine import find_input_loader
-from mvit.engine.plugins import load_projects
-from mvit.errors import USER_ERROR_EXIT_CODE, UserError, report, run_cli
-from mvit.models import create_model
+from mvit.data import find_input_loader
+from mvit.errors import USER_ERROR_EXIT_CODE, CheckpointError, UserError, report, run_cli
 from mvit.models.weights import class_names as weights_class_names
 from mvit.models.weights import get_weights
+from mvit.runtime.projects import load_projects
 from mvit.utils.cli import ArgumentParser
 
 # The projects whose input loaders read the files (images, videos) and whose config keys the yaml may use.

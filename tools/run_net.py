@@ -10,7 +10,7 @@
 Config: core defaults + every project's ``add_*_config`` + the yaml (its ``_BASE_`` chain) + the overrides.
 ``TRAIN.ENABLE`` / ``TEST.ENABLE`` choose the jobs. Processes: torchrun / submitit environments (``RANK``,
 ``WORLD_SIZE``) are joined; otherwise ``NUM_GPUS`` processes are spawned when ``NUM_GPUS * NUM_SHARDS > 1``
-(see :mod:`mvit.engine.launch`). A run restarted with the same command resumes from the newest valid checkpoint
+(see :mod:`mvit.runtime.launch`). A run restarted with the same command resumes from the newest valid checkpoint
 in ``OUTPUT_DIR``.
 
 Exit codes: 0 done; 2 bad input (config, data, checkpoint; one line on stderr); 75 stopped by a signal after
@@ -30,11 +30,12 @@ import sys
 from typing import Iterator, Optional, Sequence
 
 from mvit.config import CfgNode, load_config
-from mvit.engine import launch, run
-from mvit.engine.lock import OutputDirLock
-from mvit.engine.plugins import load_projects
-from mvit.engine.preemption import PREEMPTED_EXIT_CODE, Preempted
+from mvit.engine import run
 from mvit.errors import USER_ERROR_EXIT_CODE, UserError, report, run_cli
+from mvit.runtime import launch
+from mvit.runtime.lock import OutputDirLock
+from mvit.runtime.preemption import PREEMPTED_EXIT_CODE, Preempted
+from mvit.runtime.projects import load_projects
 from mvit.utils.cli import ArgumentParser
 from mvit.utils.logging import setup_logging
 

@@ -12,7 +12,7 @@ Examples:
     python tools/submit.py --cfg CFG --gpus-per-node 0 --tasks-per-node 2 --job-dir out/cpu2 --time 30
 
 Targets: ``run_net`` (this tool registers it) and those of the projects in :data:`LAUNCH_MODULES`.
-Options and the preemption protocol: ``mvit/engine/submit.py``, ``tools/slurm_local/README.md``.
+Options and the preemption protocol: ``mvit/runtime/submit.py``, ``tools/slurm_local/README.md``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Optional, Sequence
 
 import submitit
 
-from mvit.engine.plugins import load_projects
-from mvit.engine.submit import LaunchTarget, get_args_parser, load_script, register_target, run_script, submit
 from mvit.errors import UserError, run_cli
+from mvit.runtime.projects import load_projects
+from mvit.runtime.submit import LaunchTarget, get_args_parser, load_script, register_target, run_script, submit
 
 # Projects whose import registers their own launch target (skipped when not installed).
 LAUNCH_MODULES = ("projects.detection.launch",)

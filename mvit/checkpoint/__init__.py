@@ -10,6 +10,7 @@ from .formats import (
     save_weights,
     unwrap_state_dict,
 )
+from .pretrained import load_pretrained
 from .state import (
     CheckpointError,
     atomic_save,
@@ -24,6 +25,7 @@ __all__ = [
     "convert_state_dict",
     "detect_format",
     "load_checkpoint",
+    "load_pretrained",
     "read_checkpoint",
     "save_state",
     "save_weights",

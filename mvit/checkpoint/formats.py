@@ -34,12 +34,12 @@ import torch
 from iopath.common.file_io import g_pathmgr as PathManager
 from torch import nn
 
-from ..errors import report
+from ..errors import CheckpointError, report
 from ..models.pos_embed import resize_pos_grid
 from ..models.rel_pos import resize_rel_pos
 from .hub import resolve_checkpoint
 from .safe_io import load_pickle, read_safetensors, torch_load, write_safetensors
-from .state import CheckpointError, atomic_save
+from .state import atomic_save
 
 __all__ = [
     "LoadReport",

@@ -34,6 +34,7 @@ __all__ = [
     "atomic_save",
     "atomic_write",
     "check_finite_weights",
+    "checkpoint_dir",
     "find_resume_checkpoint",
     "is_training_state",
     "list_checkpoints",
@@ -46,6 +47,11 @@ STATE_FORMAT = "mvit-train-state"
 CHECKPOINT_SUFFIX = ".pyth"
 LAST_NAME = "last.pyth"
 _REQUIRED_KEYS = ("format", "epoch", "iter", "step", "model")
+
+
+def checkpoint_dir(cfg: Any) -> str:
+    """Where training states are written and auto-resume looks: ``OUTPUT_DIR/checkpoints``."""
+    return os.path.join(cfg.OUTPUT_DIR, "checkpoints")
 
 
 def _is_local(path: str) -> bool:

@@ -7,7 +7,7 @@ from typing import Callable, Iterable, Optional, Sequence
 from fvcore.common.config import CfgNode
 
 from ..errors import ConfigError
-from ..models.build import resolve_arch_keys
+from .arch import resolve_arch_keys
 from .compat import check_foreign_keys, merge_config_file, merge_overrides, register_foreign_keys
 from .defaults import get_cfg
 

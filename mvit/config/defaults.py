@@ -7,7 +7,7 @@ launcher. A project adds its own keys with an ``add_*_config(cfg)`` function (de
 
 from fvcore.common.config import CfgNode
 
-from ..models.build import mvit_cfg_node
+from .arch import mvit_cfg_node
 
 _C = CfgNode()
 
@@ -26,10 +26,10 @@ _C.MODEL.ACT_CHECKPOINT = False
 
 # ---------------------------------------------------------------------------
 # MViT architecture: derived from mvit.models.MViTConfig, one key per field (upper case; official names
-# where they differ, see mvit.models.build.MVIT_KEY_ALIASES). None = unset: the value of the ARCH model, or
+# where they differ, see mvit.config.arch.MVIT_KEY_ALIASES). None = unset: the value of the ARCH model, or
 # without ARCH the official facebookresearch/mvit default. load_config writes every unset key, so a loaded
 # config spells out the whole architecture. Input size, channels, classes, head dropout and activation
-# checkpointing are MViTConfig fields read from DATA.* and MODEL.* (mvit.models.build.SECTION_KEYS).
+# checkpointing are MViTConfig fields read from DATA.* and MODEL.* (mvit.config.arch.SECTION_KEYS).
 # ---------------------------------------------------------------------------
 _C.MVIT = mvit_cfg_node()
 # A zoo model (mvit.list_models(), e.g. "mvitv2_b") whose architecture the keys set beside it override.

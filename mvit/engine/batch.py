@@ -128,7 +128,7 @@ def batch_layout(cfg: CfgNode) -> BatchLayout:
 def adopt_launcher_layout(cfg: CfgNode, world_size: int, rank: int) -> CfgNode:
     """``cfg`` with ``NUM_GPUS`` / ``NUM_SHARDS`` / ``SHARD_ID`` of the processes that actually run the job.
 
-    Processes spawned by :func:`mvit.engine.launch.launch` follow the config. A job started by torchrun or
+    Processes spawned by :func:`mvit.runtime.launch.launch` follow the config. A job started by torchrun or
     SLURM (``LOCAL_WORLD_SIZE`` in the environment) has the launcher's layout: when it differs from the
     config's, it is adopted (logged), since the batch per process and the lr depend on it.
 

@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..data.loader import SeededDataset
 from ..utils.distributed import all_gather_object
-from .data import SeededDataset
 from .meters import ClassificationMeter
 
 __all__ = ["EvalResult", "autocast_context", "evaluate", "unwrap_dataset"]

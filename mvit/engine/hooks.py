@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..checkpoint.state import LAST_NAME, atomic_copy, atomic_save, check_finite_weights
+from ..runtime import preemption
 from ..utils.distributed import is_main_process, synchronize
-from . import preemption
 from .evaluation import evaluate
 from .lr_schedule import LRSchedule
 from .plots import plot_curves
@@ -152,8 +152,8 @@ class Checkpointer(SupervisedHook):
     - ``best.pyth``: when ``val`` top-1 improves.
 
     After every step it checks (all ranks agree) whether a stop was requested
-    (:mod:`mvit.engine.preemption`); if so it writes ``last.pyth`` and raises
-    :class:`~mvit.engine.preemption.Preempted`.
+    (:mod:`mvit.runtime.preemption`); if so it writes ``last.pyth`` and raises
+    :class:`~mvit.runtime.preemption.Preempted`.
 
     A state whose model or EMA weights are not finite is never written (:class:`~mvit.errors.CheckpointError`
     instead, on every rank alike: the weights are the same on all); the path of the last file written is in

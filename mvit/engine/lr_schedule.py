@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fvcore.common.config import CfgNode
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from .optimizer import lr_scale_factor
 
 __all__ = ["LRSchedule", "build_lr_schedule"]

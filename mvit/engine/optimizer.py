@@ -10,7 +10,7 @@ import torch
 from fvcore.common.config import CfgNode
 from torch import nn
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["build_optimizer", "layer_id", "layer_ids", "lr_scale_factor", "no_weight_decay_names", "param_groups"]
 

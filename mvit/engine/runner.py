@@ -1,4 +1,4 @@
-"""``train`` and ``test`` jobs of one process (run on every rank by :func:`mvit.engine.launch.launch`)."""
+"""``train`` and ``test`` jobs of one process (run on every rank by :func:`mvit.runtime.launch.launch`)."""
 
 from __future__ import annotations
 
@@ -14,17 +14,17 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..checkpoint import load_checkpoint, read_checkpoint
-from ..checkpoint.state import atomic_save, find_resume_checkpoint, is_training_state
-from ..utils.distributed import get_rank, get_world_size, is_main_process, synchronize
+from ..checkpoint.state import atomic_save, checkpoint_dir, find_resume_checkpoint, is_training_state
+from ..data.loader import build_loader
+from ..data.registry import build_dataset
+from ..errors import UserError
+from ..runtime.lock import output_dir_lock
+from ..utils.distributed import get_device, get_rank, get_world_size, is_main_process, synchronize
 from ..utils.logging import progress_enabled, setup_logging
 from ..utils.rng import derive_seed, seed_all
 from . import hooks as H
 from .batch import adopt_launcher_layout, batch_layout
-from .data import build_loader
 from .evaluation import evaluate
-from .launch import UserError, get_device
-from .lock import output_dir_lock
-from .registry import build_dataset
 from .trainer import ClassificationTrainer, amp_dtype_from_cfg
 
 __all__ = ["checkpoint_dir", "run", "test", "train"]
@@ -34,13 +34,8 @@ logger = logging.getLogger(__name__)
 ModelBuilder = Callable[[CfgNode], nn.Module]
 
 
-def checkpoint_dir(cfg: CfgNode) -> str:
-    """Where training states are written and auto-resume looks: ``OUTPUT_DIR/checkpoints``."""
-    return os.path.join(cfg.OUTPUT_DIR, "checkpoints")
-
-
 def _default_builder() -> ModelBuilder:
-    from ..models import create_model
+    from ..api import create_model
 
     return create_model
 
@@ -75,7 +70,7 @@ def train(cfg: CfgNode, build_model: Optional[ModelBuilder] = None) -> dict[str,
     """Train from scratch, from ``TRAIN.CHECKPOINT_FILE_PATH`` (fine-tuning; a head of another size is
     re-initialised) or, with ``TRAIN.AUTO_RESUME``, from the newest valid checkpoint in ``OUTPUT_DIR``.
 
-    The main process holds ``OUTPUT_DIR/.lock`` (:mod:`mvit.engine.lock`) from before anything is written until
+    The main process holds ``OUTPUT_DIR/.lock`` (:mod:`mvit.runtime.lock`) from before anything is written until
     the end: a second run on the same folder stops with one line naming the owner.
 
     Returns:

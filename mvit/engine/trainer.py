@@ -16,12 +16,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..checkpoint.state import STATE_FORMAT
-from ..config import ConfigError
-from ..errors import UserError
+from ..data.loader import LoaderWorkerError, describe_worker_failure, loader_workers, shutdown_loader
+from ..errors import ConfigError, UserError
 from ..utils.distributed import all_gather_object, get_rank, get_world_size, is_distributed
 from ..utils.rng import capture_rng_state, restore_rng_state
 from .batch import mixup_pairs_samples
-from .data import LoaderWorkerError, describe_worker_failure
 from .evaluation import autocast_context
 from .lr_schedule import build_lr_schedule
 from .meters import topk_correct
@@ -101,7 +100,7 @@ class ClassificationTrainer(TrainerBase):
 
     Args:
         model: the unwrapped model, already on ``device`` (wrapped in DDP here when distributed).
-        train_loader: engine loader (:func:`~mvit.engine.data.build_loader`) giving ``(inputs, labels, indices)``.
+        train_loader: engine loader (:func:`~mvit.data.loader.build_loader`) giving ``(inputs, labels, indices)``.
         items_per_batch: dataset items per micro-batch on this rank (to skip consumed items on resume).
     """
 
@@ -147,7 +146,7 @@ class ClassificationTrainer(TrainerBase):
         sampler = self.train_loader.sampler
         sampler.set_epoch(self.epoch, start=self.iter * self.accum_steps * self.items_per_batch)
         self._data_iter = iter(self.train_loader)
-        self._workers = list(getattr(self._data_iter, "_workers", None) or [])
+        self._workers = loader_workers(self._data_iter)
         if self.iter == 0:
             self.storage.epoch_meter.reset()
             self.storage.epoch_skipped_steps = 0
@@ -155,9 +154,7 @@ class ClassificationTrainer(TrainerBase):
     def release_data(self) -> None:
         # Persistent workers ignore SIGTERM (SLURM preemption): stop them now rather than at interpreter exit.
         iterator, self._data_iter = self._data_iter, None
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            iterator._shutdown_workers()
-        self.train_loader._iterator = None
+        shutdown_loader(self.train_loader, iterator)
 
     def train(self) -> None:
         """:meth:`TrainerBase.train`; a data-loader worker that died becomes one line (:class:`LoaderWorkerError`)."""

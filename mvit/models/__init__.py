@@ -1,8 +1,9 @@
-"""MViTv2 models: config, layers, attention, the model, its zoo, and ``create_model`` (the one builder)."""
+"""MViTv2 models: config, layers, attention, the model, its zoo and the weights registry (as data).
+
+The builder from a name, a yaml file or a checkpoint is :func:`mvit.create_model` (:mod:`mvit.api`)."""
 
 from .attention import MultiScaleAttention
 from .block import MultiScaleBlock
-from .build import create_model, resolve_config
 from .config import BlockSpec, MViTConfig
 from .mvit import MViT
 from .rel_pos import decomposed_rel_pos_bias
@@ -15,10 +16,8 @@ __all__ = [
     "ModelInfo",
     "MultiScaleAttention",
     "MultiScaleBlock",
-    "create_model",
     "decomposed_rel_pos_bias",
     "list_models",
     "model_info",
     "register_model",
-    "resolve_config",
 ]

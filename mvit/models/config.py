@@ -1,7 +1,7 @@
 """The model's own config: a small dataclass that is resolved into one spec per block.
 
 :class:`MViTConfig` is the one schema of the architecture: the experiment config's ``MVIT.*`` keys are
-derived from its fields (upper case, official names; :mod:`mvit.models.build` translates), so an official
+derived from its fields (upper case, official names; :mod:`mvit.config.arch` translates), so an official
 yaml maps onto it one to one. :meth:`MViTConfig.from_stages` builds the per-block lists from a few numbers
 (timm style) for the model zoo.
 """

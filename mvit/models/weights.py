@@ -30,7 +30,6 @@ __all__ = [
     "get_weights",
     "is_weights",
     "list_weights",
-    "load_pretrained",
     "register_weights",
 ]
 
@@ -236,21 +235,3 @@ for _w in (
             detector="cascade_mask_rcnn_mvitv2_h_in21k_lsj_3x"),
 ):  # fmt: skip
     register_weights(_w)
-
-
-def load_pretrained(model, weights: Weights, *, strict: bool = True, progress: bool = True):
-    """Download (or find in torch.hub's cache) the file of ``weights`` and load it into ``model``.
-
-    Returns the :class:`~mvit.checkpoint.LoadReport`. A detector's weights are refused: they hold a whole
-    detectron2 model (use them as ``train.init_checkpoint=zoo:<tag>`` in projects/detection).
-    """
-    from ..checkpoint import load_checkpoint
-    from ..checkpoint.hub import download
-
-    if weights.detector is not None:
-        raise ConfigError(
-            f"{weights.tag} is a whole detectron2 detector ({weights.detector}): load it in projects/detection "
-            f"with train.init_checkpoint=zoo:{weights.tag}"
-        )
-    path = download(weights.url, weights.sha256, progress=progress)
-    return load_checkpoint(model, path, strict=strict)

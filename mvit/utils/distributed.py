@@ -16,6 +16,7 @@ __all__ = [
     "get_rank",
     "get_world_size",
     "collective_timeout_s",
+    "get_device",
     "init_process_group",
     "is_distributed",
     "is_peer_loss",
@@ -35,6 +36,13 @@ def get_world_size() -> int:
 
 def get_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_device(cfg: Any) -> torch.device:
+    """``cuda:LOCAL_RANK`` when a GPU is available and ``cfg.NUM_GPUS > 0``, else the CPU."""
+    if cfg.NUM_GPUS > 0 and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    return torch.device("cpu")
 
 
 def is_main_process() -> bool:

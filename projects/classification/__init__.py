@@ -4,7 +4,7 @@ Importing the package registers the ``"imagenet"`` dataset (``TRAIN.DATASET`` / 
 image input loader of ``tools/predict.py``.
 """
 
-from mvit.engine import register_dataset, register_input_loader
+from mvit.data import register_dataset, register_input_loader
 
 from .config import add_classification_config
 from .data import IMAGE_SUFFIXES, ImageFolder, build_imagenet, build_transform, load_for_predict

@@ -27,7 +27,7 @@ from timm.data import create_transform
 from timm.data.auto_augment import RandAugment
 from torch.utils.data import Dataset
 
-from mvit.engine.augment import accelerate, augmentation_keys
+from mvit.data.augment import accelerate, augmentation_keys
 from mvit.errors import ConfigError, DataError
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFolder", "build_imagenet", "build_transform", "load_image"]
@@ -45,7 +45,7 @@ def build_transform(cfg: CfgNode, is_training: bool) -> Callable[[Image.Image], 
     flip (``AUG.HFLIP``), RandAugment (``AUG.AA_TYPE``; color jitter when it is empty), normalize, random erasing
     (``AUG.RE_*``); with ``AUG.ENABLE`` False only resize, center crop and normalize.
     Test: resize to ``DATA.TEST_CROP_SIZE / DATA.VAL_CROP_RATIO`` (256 for 224), center crop, normalize.
-    The slow steps run through :func:`mvit.engine.augment.accelerate`: the same bytes under the
+    The slow steps run through :func:`mvit.data.augment.accelerate`: the same bytes under the
     same random state, about 1.4x the items per second (``tools/benchmark.py --loader``).
 
     Returns:

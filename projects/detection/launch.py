@@ -1,6 +1,6 @@
 """The ``detection`` launch target of ``tools/submit.py``: detectron2's train_net in a submitit task.
 
-Importing this module registers the target with :mod:`mvit.engine.submit`; detectron2 is imported only when a
+Importing this module registers the target with :mod:`mvit.runtime.submit`; detectron2 is imported only when a
 task runs it. Each task runs ``train_net.main`` in-process, as ``detectron2.engine.launch`` does in each worker,
 joining the process group from the environment the launcher exported (``RANK``, ``WORLD_SIZE``, ...).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from mvit.engine.submit import LaunchTarget, register_target
 from mvit.errors import UserError
+from mvit.runtime.submit import LaunchTarget, register_target
 
 __all__ = ["TARGET", "check_overrides", "command_line", "run_task"]
 

@@ -22,9 +22,9 @@ load: pickles are read with an allow-list (``projects/detection/checkpoint.py``)
 
 Without a GPU, ``train.device`` falls back to ``cpu`` and AMP is turned off.
 
-Preemption: a stop request (:func:`mvit.engine.preemption.request_stop`, which the SLURM launcher calls on
+Preemption: a stop request (:func:`mvit.runtime.preemption.request_stop`, which the SLURM launcher calls on
 ``SIGUSR2`` before a time limit and on ``SIGTERM``) makes the trainer write ``model_{iter}.pth`` after the current
-iteration on every rank's agreement, then raise :class:`~mvit.engine.preemption.Preempted`; ``--resume`` continues
+iteration on every rank's agreement, then raise :class:`~mvit.runtime.preemption.Preempted`; ``--resume`` continues
 at the next iteration with the optimizer, scheduler and scaler state of the checkpoint. Run directly, the script
 then exits with code 75 (``PREEMPTED_EXIT_CODE``).
 """
@@ -59,11 +59,11 @@ from torch import nn
 
 from mvit.checkpoint import detect_format, load_checkpoint, read_checkpoint
 from mvit.checkpoint.hub import resolve_checkpoint
-from mvit.engine import preemption
-from mvit.engine.data import LoaderWorkerError, describe_worker_failure
-from mvit.engine.launch import RANK_LOST_EXIT_CODE
-from mvit.engine.lock import hold_until_exit, release_held
+from mvit.data.loader import LoaderWorkerError, describe_worker_failure
 from mvit.errors import ConfigError, UserError, report, run_cli
+from mvit.runtime import preemption
+from mvit.runtime.launch import RANK_LOST_EXIT_CODE
+from mvit.runtime.lock import hold_until_exit, release_held
 from mvit.utils.cli import ArgumentParser
 from mvit.utils.distributed import collective_timeout_s
 from projects.detection.backbone import MViTBackbone
@@ -83,7 +83,7 @@ __all__ = [
 
 
 class StopOnRequest(hooks.HookBase):
-    """Checkpoint and stop when :mod:`mvit.engine.preemption` was asked to (a signal, the SLURM launcher).
+    """Checkpoint and stop when :mod:`mvit.runtime.preemption` was asked to (a signal, the SLURM launcher).
 
     After every iteration all ranks agree on the flag (one all-reduce of a scalar); on a stop, rank 0 writes
     ``model_{iter:07d}.pth`` (with the trainer's optimizer / scheduler / scaler state, and ``last_checkpoint``
@@ -343,7 +343,7 @@ def setup(args):
         cfg.train.amp.enabled = False
         cfg.train.ddp.fp16_compression = False
     if not args.eval_only and comm.is_main_process():
-        # One training run per output_dir (mvit.engine.lock), taken before anything is written there.
+        # One training run per output_dir (mvit.runtime.lock), taken before anything is written there.
         hold_until_exit(cfg.train.output_dir)
     default_setup(cfg, args)
     if cfg.train.device == "cpu":
@@ -394,7 +394,7 @@ def check_config(args: argparse.Namespace):
 
 
 def invoke_main(argv: Optional[List[str]] = None) -> int:
-    """Run the command line ``argv``; returns 0, or :data:`~mvit.engine.preemption.PREEMPTED_EXIT_CODE` after a stop.
+    """Run the command line ``argv``; returns 0, or :data:`~mvit.runtime.preemption.PREEMPTED_EXIT_CODE` after a stop.
 
     Raises:
         UserError: a bad flag, config file, override or checkpoint (``run_cli`` prints it as one line, exit 2).

@@ -8,7 +8,7 @@ config keys (pass it to :func:`mvit.config.load_config` as an extension).
 import torch
 from fvcore.common.config import CfgNode
 
-from mvit.engine.registry import register_dataset, register_input_loader
+from mvit.data.registry import register_dataset, register_input_loader
 
 from .config import add_video_config
 from .data import Kinetics, SSv2, load_ssv2_views, load_video_views

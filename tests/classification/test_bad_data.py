@@ -126,8 +126,8 @@ def test_class_folders_that_do_not_match_are_one_line(
 
 @pytest.fixture
 def image_checkpoint(tiny_cfg, tmp_path) -> str:
+    from mvit import create_model
     from mvit.checkpoint import save_weights
-    from mvit.models import create_model
 
     path = str(tmp_path / "tiny.pyth")
     save_weights(create_model(load_config(str(tiny_cfg), [], extensions=[add_classification_config])), path)

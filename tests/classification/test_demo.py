@@ -11,10 +11,11 @@ import pytest
 import torch
 from torchvision.models import ResNet50_Weights
 
+from mvit import create_model
 from mvit.checkpoint import save_weights
 from mvit.checkpoint.hub import MIRROR_ENV
 from mvit.config import load_config
-from mvit.models import MViT, create_model
+from mvit.models import MViT
 from mvit.models.weights import get_weights
 
 DEMO = "configs/DEMO/MVITv2_digits.yaml"

@@ -1,4 +1,4 @@
-"""The accelerated ImageNet transforms (mvit.engine.augment) give timm's bytes: whole training and test pipelines
+"""The accelerated ImageNet transforms (mvit.data.augment) give timm's bytes: whole training and test pipelines
 against timm's ``create_transform`` under the same random state, equal tensors, not close ones."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from mvit.config import load_config
-from mvit.engine import augment as fast
+from mvit.data import augment as fast
 from projects.classification import add_classification_config
 from projects.classification.data import _timm_transform, build_transform
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mvit.checkpoint.state import CheckpointError, load_training_state
-from mvit.engine.preemption import PREEMPTED_EXIT_CODE
+from mvit.checkpoint.state import load_training_state
+from mvit.errors import CheckpointError
+from mvit.runtime.preemption import PREEMPTED_EXIT_CODE
 
 # Mixup, RandAugment, random erasing, drop path and EMA all on; one persistent loader worker; a checkpoint
 # every step so that a kill lands between two of them.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from mvit.engine.lock import LOCK_NAME, OutputDirLock
+from mvit.runtime.lock import LOCK_NAME, OutputDirLock
 
 
 def test_second_run_on_one_output_dir_is_refused(tiny_cfg, image_tree, tmp_path, run_net_main, run_net_argv, capsys):

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from mvit.config import ConfigError, get_cfg, load_config
+from mvit import resolve_config
+from mvit.config import get_cfg, load_config
 from mvit.config.compat import FOREIGN_KEYS, IGNORED, TRANSLATED, register_foreign_keys
-from mvit.engine.plugins import load_projects
-from mvit.models import resolve_config
+from mvit.errors import ConfigError
+from mvit.runtime.projects import load_projects
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFICIAL = Path(__file__).resolve().parent / "official"

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from mvit import resolve_config
 from mvit.config import load_config
-from mvit.models import resolve_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PAIRS = [

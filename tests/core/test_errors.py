@@ -4,8 +4,9 @@ import pytest
 import torch
 
 import mvit
-from mvit.checkpoint import CheckpointError, load_checkpoint
-from mvit.config import ConfigError, load_config
+from mvit.checkpoint import load_checkpoint
+from mvit.config import load_config
+from mvit.errors import CheckpointError, ConfigError
 
 
 def _one_line(err) -> str:

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 import mvit
+from mvit import resolve_config
 from mvit.config import get_cfg, load_config
+from mvit.config.arch import MVIT_KEY_ALIASES, SECTION_KEYS, mvit_keys
 from mvit.errors import ConfigError
-from mvit.models import MViTConfig, resolve_config
-from mvit.models.build import MVIT_KEY_ALIASES, SECTION_KEYS, mvit_keys
+from mvit.models import MViTConfig
 
 # The official MViTv2-T yaml of facebookresearch/mvit (configs/MVITv2_T.yaml, architecture part): no ARCH.
 OFFICIAL_T = """\

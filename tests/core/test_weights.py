@@ -13,10 +13,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mvit import create_model
 from mvit.checkpoint.hub import MIRROR_ENV, cache_path
+from mvit.checkpoint.pretrained import load_pretrained
 from mvit.errors import ConfigError
-from mvit.models import MViT, create_model, model_info
-from mvit.models.weights import class_names, get_weights, list_weights, load_pretrained
+from mvit.models import MViT, model_info
+from mvit.models.weights import class_names, get_weights, list_weights
 from tests.core.layouts import as_mmpretrain
 
 SMALL_ARCHS = {"mvitv2_t", "mvitv2_s", "mvitv2_b", "mvitv2_s_16x4", "mvitv2_b_32x3"}

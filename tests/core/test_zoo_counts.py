@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import mvit
-from mvit.models import MViT, model_info, resolve_config
+from mvit import resolve_config
+from mvit.models import MViT, model_info
 
 # (name, parameters) from timm, torchvision and PySlowFast (see README "Model zoo").
 PARAMS = {

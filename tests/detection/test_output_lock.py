@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("detectron2.engine", reason="detectron2 is not installed (bash tools/install_detectron2.sh)")
 
-from mvit.engine.lock import LOCK_NAME, OutputDirLock, OutputDirLocked, release_held  # noqa: E402
+from mvit.runtime.lock import LOCK_NAME, OutputDirLock, OutputDirLocked, release_held  # noqa: E402
 from projects.detection import train_net  # noqa: E402
 
 DEMO = os.path.join(

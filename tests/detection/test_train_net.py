@@ -77,7 +77,7 @@ def test_train_evaluate_resume(synthetic_root, tmp_path):
 
 
 def test_stop_request_checkpoints_and_resume_continues(synthetic_root, tmp_path):
-    from mvit.engine import preemption
+    from mvit.runtime import preemption
 
     out = str(tmp_path / "run")
     common = [
@@ -170,7 +170,7 @@ def test_a_killed_process_is_one_line_naming_its_rank_and_the_checkpoint(tmp_pat
     becomes one line with the global rank and what --resume continues from, and the lost-rank exit code."""
     import torch.multiprocessing as mp
 
-    from mvit.engine.launch import RANK_LOST_EXIT_CODE
+    from mvit.runtime.launch import RANK_LOST_EXIT_CODE
 
     out = tmp_path / "run"
     out.mkdir()

@@ -1,4 +1,4 @@
-"""mvit.engine.augment gives Pillow's and torchvision's bytes: every shear and translation through the C kernel
+"""mvit.data.augment gives Pillow's and torchvision's bytes: every shear and translation through the C kernel
 against Pillow's own ``Image.transform`` (sizes, filters, fills, offsets that move the image off the canvas), other
 matrices and modes through Pillow, and the normalisation table against ToTensor + Normalize."""
 
@@ -14,7 +14,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 from timm.data import create_transform
 
-from mvit.engine import augment as fast
+from mvit.data import augment as fast
 
 FILLS = ((124, 116, 104), None, 7, "red")
 
@@ -27,7 +27,7 @@ def _photos() -> list[Image.Image]:
 
 def test_the_kernel_is_built():
     """The documented install (``pip install -e .``) builds it; without it everything still works, through Pillow."""
-    assert fast._affine is not None, "mvit/engine/_affine.c is not built: run pip install -e ."
+    assert fast._affine is not None, "mvit/data/_affine.c is not built: run pip install -e ."
 
 
 @pytest.mark.parametrize("resample", [Image.Resampling.BICUBIC, Image.Resampling.BILINEAR])

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from mvit.config import ConfigError, load_config
+from mvit.config import load_config
 from mvit.engine.batch import adopt_launcher_layout, batch_layout
 from mvit.engine.lr_schedule import build_lr_schedule
-from mvit.engine.plugins import load_projects
-from mvit.engine.submit import get_args_parser, load_script, submit
+from mvit.errors import ConfigError
+from mvit.runtime.projects import load_projects
+from mvit.runtime.submit import get_args_parser, load_script, submit
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFICIAL = ROOT / "tests" / "config_compat" / "official"

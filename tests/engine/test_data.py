@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from mvit.engine.data import EpochShardSampler, SeededDataset, build_loader, collate_items
+from mvit.data.loader import EpochShardSampler, SeededDataset, build_loader, collate_items
 
 
 def _indices(sampler):
@@ -95,7 +95,7 @@ def test_process_exits_while_loader_workers_are_alive():
 
     code = (
         "import torch\n"
-        "from mvit.engine.data import build_loader\n"
+        "from mvit.data.loader import build_loader\n"
         "class D(torch.utils.data.Dataset):\n"
         "    def __len__(self): return 64\n"
         "    def __getitem__(self, i): return torch.zeros(2), 0, i\n"

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from mvit.engine.data import build_loader
+from mvit.data.loader import build_loader
 from mvit.engine.evaluation import evaluate
 from mvit.engine.meters import topk_correct
 

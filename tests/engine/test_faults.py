@@ -14,15 +14,15 @@ import pytest
 import torch
 from torch.utils.data import get_worker_info
 
-from mvit.checkpoint.state import CheckpointError, find_resume_checkpoint, load_training_state
+from mvit.checkpoint.state import find_resume_checkpoint, load_training_state
+from mvit.data.loader import LoaderWorkerError, build_loader
+from mvit.data.registry import register_dataset
 from mvit.engine import hooks as H
 from mvit.engine import runner
 from mvit.engine import trainer as trainer_module
-from mvit.engine.data import LoaderWorkerError, build_loader
-from mvit.engine.registry import register_dataset
 from mvit.engine.train_loop import HookBase
 from mvit.engine.trainer import ClassificationTrainer, NonFiniteLossError
-from mvit.errors import UserError, report
+from mvit.errors import CheckpointError, UserError, report
 from mvit.utils.rng import seed_all
 
 from .conftest import NoisyImages, TinyNet, small_cfg

@@ -12,11 +12,11 @@ import sys
 
 import pytest
 
+from mvit.data.registry import register_dataset
 from mvit.engine import hooks as H
 from mvit.engine import runner
-from mvit.engine.lock import LOCK_NAME, OutputDirLock, OutputDirLocked
-from mvit.engine.registry import register_dataset
 from mvit.errors import UserError, report
+from mvit.runtime.lock import LOCK_NAME, OutputDirLock, OutputDirLocked
 
 from .conftest import NoisyImages, TinyNet, small_cfg
 
@@ -31,7 +31,7 @@ def _dead_pid() -> int:
 def lock_warnings(caplog, monkeypatch):
     # runner.train's logging set-up may have stopped propagation of the "mvit" logger; caplog listens at the root.
     monkeypatch.setattr(logging.getLogger("mvit"), "propagate", True)
-    caplog.set_level(logging.WARNING, logger="mvit.engine.lock")
+    caplog.set_level(logging.WARNING, logger="mvit.runtime.lock")
     return caplog
 
 

@@ -6,10 +6,11 @@ import math
 
 import pytest
 
-from mvit.config import ConfigError, get_cfg
+from mvit import create_model
+from mvit.config import get_cfg
 from mvit.engine.lr_schedule import LRSchedule, build_lr_schedule
 from mvit.engine.optimizer import build_optimizer, layer_id, lr_scale_factor
-from mvit.models import create_model
+from mvit.errors import ConfigError
 
 
 def _tiny_cfg(video: bool):

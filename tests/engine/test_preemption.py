@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from mvit.engine import preemption
+from mvit.runtime import preemption
 
 
 def test_signal_requests_a_stop():
@@ -27,7 +27,7 @@ def test_signal_requests_a_stop():
 def test_second_signal_takes_the_default_action():
     code = (
         "import os, signal\n"
-        "from mvit.engine import preemption\n"
+        "from mvit.runtime import preemption\n"
         "preemption.install_signal_handlers([signal.SIGTERM])\n"
         "os.kill(os.getpid(), signal.SIGTERM)\n"
         "assert preemption.stop_requested()\n"

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from mvit.checkpoint.state import load_training_state
-from mvit.engine.launch import RANK_LOST_EXIT_CODE
+from mvit.runtime.launch import RANK_LOST_EXIT_CODE
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("classification_fixtures", ROOT / "tests/classification/conftest.py")
@@ -44,7 +44,7 @@ import signal
 
 from torch.utils.data import Dataset
 
-from mvit.engine import register_dataset
+from mvit.data import register_dataset
 from projects.classification import build_imagenet
 
 
@@ -232,7 +232,7 @@ def test_a_crashed_process_is_re_raised_with_its_traceback_and_a_code_carrying_f
 
     from mvit.errors import CheckpointError
 
-    launch_module = importlib.import_module("mvit.engine.launch")  # the package re-exports the function `launch`
+    launch_module = importlib.import_module("mvit.runtime.launch")  # the package re-exports the function `launch`
     error_file = tmp_path / "error.pickle"
     error_file.write_bytes(pickle.dumps("Traceback (most recent call last):\nRuntimeError: boom"))
     context = SimpleNamespace(

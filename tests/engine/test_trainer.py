@@ -15,12 +15,12 @@ from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 
 from mvit.checkpoint.state import find_resume_checkpoint
-from mvit.config import ConfigError
+from mvit.data.loader import build_loader
 from mvit.engine import hooks as H
-from mvit.engine import preemption
-from mvit.engine.data import build_loader
 from mvit.engine.train_loop import HookBase
 from mvit.engine.trainer import ClassificationTrainer
+from mvit.errors import ConfigError
+from mvit.runtime import preemption
 from mvit.utils.rng import seed_all
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import submitit
 
-from mvit.engine import submit as launcher
-from mvit.engine.submit import TrainingJob, executor_parameters, get_args_parser, get_target, load_script, submit
+from mvit.runtime import submit as launcher
+from mvit.runtime.submit import TrainingJob, executor_parameters, get_args_parser, get_target, load_script, submit
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = str(ROOT / "configs" / "IN1K" / "MVITv2_B.yaml")

@@ -17,11 +17,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from mvit.config import load_config
-from mvit.engine.data import collate_items
+from mvit.data.loader import collate_items
 from mvit.errors import ConfigError, DataError
 from projects.video.config import add_video_config
-from projects.video.data import DecodeStats, FailedItemsCheck, Kinetics, VideoDecodeError, read_video_csv
+from projects.video.data import DecodeStats, Kinetics, VideoDecodeError, read_video_csv
 from projects.video.data.sampling import clip_frame_indices
+from projects.video.hooks import FailedItemsCheck
 from projects.video.tools.make_motion_dataset import render_clip, write_mp4
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -347,8 +348,8 @@ def test_run_net_without_one_readable_video_is_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def video_checkpoint(tmp_path_factory) -> str:
+    from mvit import create_model
     from mvit.checkpoint import save_weights
-    from mvit.models import create_model
 
     cfg = load_config(CONFIG, ["MVIT.EMBED_DIM", "16"], extensions=[add_video_config])
     path = str(tmp_path_factory.mktemp("ckpt") / "tiny.pyth")

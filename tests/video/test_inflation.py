@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from mvit.checkpoint import CheckpointError, load_checkpoint, save_weights
+from mvit.checkpoint import load_checkpoint, save_weights
+from mvit.errors import CheckpointError
 from mvit.models import MViT, MViTConfig
 
 

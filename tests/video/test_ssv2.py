@@ -274,7 +274,7 @@ def test_unreadable_videos_and_frames_are_replaced(tmp_path, caplog):
 
 def test_predict_loader_samples_as_the_test_dataset(tmp_path):
     import projects.video  # noqa: F401  (registers the video input loader)
-    from mvit.engine import find_input_loader
+    from mvit.data import find_input_loader
 
     data = make_ssv2(tmp_path, {"val": [("4", 0, _counter(30))]}, "video")
     path = os.path.join(data, "4" + SUFFIX)

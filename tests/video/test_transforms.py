@@ -44,10 +44,10 @@ def test_plain_timm_rand_augment_differs_per_frame():
 
 
 def test_rand_augment_output_equals_timm_own_ops():
-    """The clip RandAugment runs mvit.engine.augment's shears and translations: timm's bytes, frame for frame."""
+    """The clip RandAugment runs mvit.data.augment's shears and translations: timm's bytes, frame for frame."""
     from timm.data.auto_augment import rand_augment_transform
 
-    from mvit.engine.augment import _STAND_INS
+    from mvit.data.augment import _STAND_INS
 
     ours = ClipRandAugment("rand-m9-n6-mstd0.5-inc1", MEAN)
     assert any(op.aug_fn in _STAND_INS.values() for op in ours.transform.ops)

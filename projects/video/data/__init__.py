@@ -1,7 +1,7 @@
 """Video data: Kinetics csv lists and Something-Something v2 label files, PyAV decoding, PySlowFast sampling, clip transforms."""
 
 from .decoding import VideoDecodeError, VideoReader
-from .failures import DecodeStats, FailedItemsCheck
+from .failures import DecodeStats
 from .kinetics import (
     ClipSampling,
     Kinetics,
@@ -20,7 +20,6 @@ __all__ = [
     "ClipRandomErasing",
     "ClipSampling",
     "DecodeStats",
-    "FailedItemsCheck",
     "Kinetics",
     "SSv2",
     "VideoDecodeError",

@@ -19,14 +19,14 @@ from iopath.common.file_io import g_pathmgr
 from torch.utils.data import Dataset
 from torchvision.models.video import MViT_V2_S_Weights
 
-from mvit.engine.augment import augmentation_keys
+from mvit.data.augment import augmentation_keys
 from mvit.errors import ConfigError, DataError
 from mvit.utils.distributed import get_rank
 
 from ..config import add_video_config
 from ..evaluation import aggregate_views, save_view_scores
 from .decoding import VideoDecodeError, VideoReader
-from .failures import DecodeStats, FailedItemsCheck
+from .failures import DecodeStats
 from .sampling import clip_frame_indices, eval_short_side, view_indices
 from .transforms import VideoEvalTransform, VideoTrainTransform
 
@@ -280,8 +280,10 @@ class Kinetics(Dataset):
             "check DATA.PATH_TO_DATA_DIR, DATA.PATH_PREFIX and the files"
         )
 
-    def train_hooks(self) -> List[FailedItemsCheck]:
+    def train_hooks(self) -> list:
         """Engine hook: stop training when more than ``max_failed_fraction`` of an epoch's items failed."""
+        from ..hooks import FailedItemsCheck  # only the training loop calls this: the dataset imports no engine
+
         return [FailedItemsCheck(self.stats, self.max_failed_fraction, self.source)] if self.train else []
 
     def aggregate(

@@ -25,7 +25,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from mvit.engine.augment import accelerate
+from mvit.data.augment import accelerate
 
 from .sampling import short_side_size, uniform_crop_offsets
 

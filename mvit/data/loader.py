@@ -28,6 +28,8 @@ __all__ = [
     "build_loader",
     "collate_items",
     "describe_worker_failure",
+    "loader_workers",
+    "shutdown_loader",
 ]
 
 
@@ -163,6 +165,23 @@ def describe_worker_failure(err: BaseException, workers: Sequence[Any] = ()) -> 
     if signum == signal.SIGKILL:
         return f"{what} was killed by signal {signum} ({name}), probably by the out-of-memory killer"
     return f"{what} was killed by signal {signum} ({name})"
+
+
+def loader_workers(iterator: Any) -> list[Any]:
+    """The worker processes of a DataLoader iterator (none for ``num_workers=0``), for
+    :func:`describe_worker_failure`. torch keeps them private (``_workers``): this is the one place that reads them."""
+    return list(getattr(iterator, "_workers", None) or [])
+
+
+def shutdown_loader(loader: DataLoader, iterator: Any = None) -> None:
+    """Stop ``iterator``'s workers now and drop the iterator ``loader`` keeps for persistent workers.
+
+    Persistent workers ignore SIGTERM (SLURM preemption), and torch stops them only at interpreter exit; torch has no
+    public call for this, so its private ``_shutdown_workers`` / ``_iterator`` are used here and nowhere else.
+    """
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    loader._iterator = None
 
 
 def _worker_ignores_sigterm(_worker_id: int) -> None:

@@ -1,4 +1,4 @@
-"""One way to build a model: :func:`create_model` from a zoo name, a yaml file, an MViTConfig or a cfg.
+"""The bridge between an experiment config's ``MVIT`` section and :class:`~mvit.models.MViTConfig`.
 
 ``cfg`` always means an experiment config (fvcore ``CfgNode``). Its ``MVIT`` section is derived from
 :class:`MViTConfig`: one key per field, upper case, with the official name where it differs
@@ -12,33 +12,25 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import os
 import re
 import typing
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Tuple, Union
 
-import torch
 from fvcore.common.config import CfgNode
 
 from ..errors import ConfigError
-from .config import MViTConfig
-from .mvit import MViT
-from .weights import Weights, get_weights, is_weights, load_pretrained
-from .zoo import is_model, model_info
+from ..models.config import MViTConfig
+from ..models.zoo import model_info
 
 __all__ = [
     "MVIT_KEY_ALIASES",
     "OFFICIAL_DEFAULTS",
     "SECTION_KEYS",
-    "ModelSpec",
-    "create_model",
+    "config_from_cfg",
     "mvit_cfg_node",
     "mvit_keys",
     "resolve_arch_keys",
-    "resolve_config",
 ]
-
-ModelSpec = Union[str, os.PathLike, MViTConfig, CfgNode]
 
 # Official ``MVIT.*`` key names that are not the field name in upper case.
 MVIT_KEY_ALIASES: Dict[str, str] = {"drop_path_rate": "DROPPATH_RATE"}
@@ -172,7 +164,7 @@ def _lookup(cfg: CfgNode, dotted: str) -> Any:
     return node
 
 
-def _config_from_cfg(cfg: CfgNode) -> MViTConfig:
+def config_from_cfg(cfg: CfgNode) -> MViTConfig:
     """The MViTConfig an experiment config describes (the cfg is read, never changed)."""
     values = _mvit_fields(cfg)
     frames, crop = (_lookup(cfg, key) for key in SECTION_KEYS["input_size"])
@@ -192,122 +184,3 @@ def _config_from_cfg(cfg: CfgNode) -> MViTConfig:
     except (TypeError, ValueError) as err:
         # Name the cfg key, not the field: the user wrote the key.
         raise ConfigError(re.sub(r"MViTConfig\.(\w+)", lambda m: _cfg_key(m.group(1)), str(err))) from None
-
-
-def resolve_config(spec: ModelSpec, **overrides: Any) -> MViTConfig:
-    """The :class:`MViTConfig` of a model spec, with field overrides.
-
-    Args:
-        spec: a zoo name (``mvit.list_models()``), a weights tag (``mvit.models.weights.list_weights()``: the
-            zoo model as released, e.g. with a 21k-class head), the path of an experiment yaml, an :class:`MViTConfig`
-            (copied), or an experiment config ``cfg`` (fvcore ``CfgNode``). A zoo name wins over a file of
-            the same name.
-        **overrides: :class:`MViTConfig` fields, e.g. ``num_classes=10``.
-
-    Raises:
-        ConfigError: unknown zoo name (with the closest names), missing yaml file, or a bad config value.
-        TypeError: an override that is not an MViTConfig field.
-    """
-    if isinstance(spec, MViTConfig):
-        config = spec
-    elif isinstance(spec, CfgNode):
-        config = _config_from_cfg(spec)
-    elif isinstance(spec, (str, os.PathLike)):
-        text = os.fspath(spec)
-        if not is_model(text) and os.path.isfile(text):
-            from ..config import load_config  # the config package derives its defaults from this module
-
-            cfg = load_config(text, allow_unknown_keys=True)
-            try:
-                config = _config_from_cfg(cfg)
-            except ConfigError as err:
-                raise ConfigError(f"{text}: {err}") from None
-        elif not is_model(text) and (text.endswith((".yaml", ".yml")) or os.path.sep in text or "/" in text):
-            raise ConfigError(f"config file not found: {text}")
-        elif is_weights(text):  # a release: its zoo model with the release's head and class token
-            weights = get_weights(text)
-            config = model_info(weights.arch).build_config().replace(**weights.overrides)
-        else:
-            config = model_info(text).build_config()  # an unknown name raises, with the closest names
-    else:
-        raise TypeError(f"expected a zoo name, a yaml path, an MViTConfig or a CfgNode, got {type(spec).__name__}")
-    return config.replace(**overrides)
-
-
-def create_model(
-    spec: ModelSpec,
-    *,
-    pretrained: Union[bool, str] = False,
-    checkpoint: Optional[str] = None,
-    progress: bool = True,
-    **overrides: Any,
-) -> MViT:
-    """Build a model from a zoo name, a weights tag, a yaml path, an :class:`MViTConfig` or an experiment config.
-
-    Args:
-        spec: e.g. "mvitv2_t", "mvitv2_b.fb_in21k" (a weights tag: the zoo model with that release's head and
-            class token), "configs/IN1K/MVITv2_B.yaml", ``MViTConfig(...)`` or a ``cfg`` from
-            :func:`mvit.config.load_config` (see :func:`resolve_config`).
-        pretrained: ``True`` loads the released weights of ``spec`` (its tag, or the zoo model's default
-            release, see :func:`mvit.models.weights.list_weights`); a tag string names the release. The file
-            comes from torch.hub's cache, downloaded (verified) when it is not there.
-        checkpoint: weights in any format ``mvit.checkpoint`` reads (official .pyth, PySlowFast, mmpretrain,
-            timm, torchvision, detectron2 backbone, this project's, safetensors), a URL or ``zoo:<tag>``;
-            detected automatically, loaded strictly.
-        progress: show a progress bar while downloading.
-        **overrides: :class:`MViTConfig` fields, e.g. ``num_classes=10``, ``input_size=(256, 256)``. With
-            pretrained weights they make the load non-strict: what no longer fits (a head of another size) is
-            left new and reported, rel-pos tables and position embeddings are resized.
-
-    Returns:
-        :class:`MViT`; in eval mode it returns logits (no softmax).
-
-    Raises:
-        ConfigError: an unknown name or tag, a tag of another model, or both ``pretrained`` and ``checkpoint``.
-        CheckpointError: the weights cannot be downloaded, read or loaded (names the file).
-    """
-    from ..checkpoint import load_checkpoint
-
-    weights = _pretrained_weights(spec, pretrained)
-    if weights is not None and checkpoint is not None:
-        raise ConfigError("create_model: pass either pretrained= or checkpoint=, not both")
-    if weights is not None:
-        spec = weights.tag
-    strict = checkpoint is not None or (weights is not None and not overrides)
-    model = _build(resolve_config(spec, **overrides), skip_init=strict)
-    if weights is not None:
-        load_pretrained(model, weights, strict=strict, progress=progress)
-    elif checkpoint is not None:
-        load_checkpoint(model, checkpoint, strict=True)
-    return model
-
-
-def _build(config: MViTConfig, skip_init: bool) -> MViT:
-    """``MViT(config)``; with ``skip_init`` (a strict load will overwrite every tensor of its state dict) without
-    the random initialisation, which takes seconds for the L and H models."""
-    if not skip_init:
-        return MViT(config)
-    with torch.device("meta"):
-        model = MViT(config)
-    if set(dict(model.named_buffers())) - set(model.state_dict()):  # a buffer no file holds: initialise normally
-        return MViT(config)
-    return model.to_empty(device="cpu")
-
-
-def _pretrained_weights(spec: ModelSpec, pretrained: Union[bool, str]) -> Optional[Weights]:
-    """The release ``pretrained`` asks for, checked against the model ``spec`` names."""
-    if not pretrained:
-        return None
-    if not isinstance(spec, (str, os.PathLike)) or not (is_model(_arch(spec)) or is_weights(os.fspath(spec))):
-        raise ConfigError(f"pretrained= needs a zoo name or weights tag, got {spec!r} (use checkpoint= for a file)")
-    spec = os.fspath(spec)
-    tag = pretrained if isinstance(pretrained, str) else spec
-    weights = get_weights(tag)
-    if weights.arch != _arch(spec):
-        raise ConfigError(f"weights {weights.tag} are for {weights.arch}, not {_arch(spec)}")
-    return weights
-
-
-def _arch(spec: Any) -> str:
-    """The zoo name of a name or weights tag ("mvitv2_t.fb_in1k" -> "mvitv2_t")."""
-    return os.fspath(spec).split(".", 1)[0] if isinstance(spec, (str, os.PathLike)) else ""

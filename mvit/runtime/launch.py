@@ -34,11 +34,18 @@ import torch.multiprocessing as mp
 from fvcore.common.config import CfgNode
 
 from ..checkpoint.safe_io import load_pickle
+from ..checkpoint.state import checkpoint_dir, find_resume_checkpoint
 from ..errors import UserError, report
-from ..utils.distributed import collective_timeout_s, init_process_group, is_distributed, is_peer_loss
+from ..utils.distributed import (
+    collective_timeout_s,
+    get_device,
+    init_process_group,
+    is_distributed,
+    is_peer_loss,
+)
 from . import preemption
 
-__all__ = ["RANK_LOST_EXIT_CODE", "UserError", "get_device", "launch"]
+__all__ = ["RANK_LOST_EXIT_CODE", "launch"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +54,6 @@ logger = logging.getLogger(__name__)
 RANK_LOST_EXIT_CODE = 69
 # Seconds the survivors of a lost process get to fail on their own before they are killed.
 SURVIVOR_GRACE_S = 10.0
-
-
-def get_device(cfg: CfgNode) -> torch.device:
-    """``cuda:LOCAL_RANK`` when a GPU is available and ``NUM_GPUS > 0``, else the CPU."""
-    if cfg.NUM_GPUS > 0 and torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def _backend(cfg: CfgNode) -> str:
@@ -115,9 +115,6 @@ def _ranks(first: int, count: int) -> str:
 
 def _resume_point(cfg: CfgNode) -> str:
     """Where a rerun of the same command continues, for the message about a lost process."""
-    from ..checkpoint.state import find_resume_checkpoint
-    from .runner import checkpoint_dir
-
     try:
         found = find_resume_checkpoint(checkpoint_dir(cfg))
     except Exception as err:  # noqa: BLE001 - only a message is at stake
@@ -221,7 +218,7 @@ def launch(
     Args:
         func: a module-level function (it is pickled by reference when processes are spawned).
         modules: modules each spawned process imports first (projects that register datasets).
-        stop_signals: signals turned into a preemption request (:mod:`mvit.engine.preemption`) in the
+        stop_signals: signals turned into a preemption request (:mod:`mvit.runtime.preemption`) in the
             processes that train; with spawned processes the parent forwards them to its children.
 
     Returns:

@@ -72,15 +72,15 @@ class LaunchTarget:
     Args:
         name: the ``--target`` value.
         main: runs the entry point in the task on a command line and returns its result. It reports a stop after
-            a checkpoint by raising :class:`~mvit.engine.preemption.Preempted` or returning
-            :data:`~mvit.engine.preemption.PREEMPTED_EXIT_CODE`; any other non-zero ``int`` is a failure.
+            a checkpoint by raising :class:`~mvit.runtime.preemption.Preempted` or returning
+            :data:`~mvit.runtime.preemption.PREEMPTED_EXIT_CODE`; any other non-zero ``int`` is a failure.
         command_line: ``(cfg, opts, output_dir, tasks_per_node, nodes) -> argv`` of ``main`` in one task.
         check_overrides: raises :class:`~mvit.errors.UserError` for config overrides the job cannot take
             (checked at submission).
         check_job: ``(cfg, opts, tasks_per_node, nodes)``; raises :class:`~mvit.errors.UserError` for a config
             that cannot run on that many nodes and tasks (e.g. a batch that does not divide), checked at
             submission so the error comes before the job waits in the queue.
-        cooperative_stop: whether ``main`` honours :func:`mvit.engine.preemption.request_stop` (checkpoint at the
+        cooperative_stop: whether ``main`` honours :func:`mvit.runtime.preemption.request_stop` (checkpoint at the
             next iteration, then stop as above). Otherwise submitit's own handlers stay: on SIGUSR2 the job
             requeues at once and resumes from the entry point's last periodic checkpoint.
         help: one line for ``--help``.
