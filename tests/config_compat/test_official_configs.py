@@ -14,7 +14,8 @@ import pytest
 
 from mvit import resolve_config
 from mvit.config import get_cfg, load_config
-from mvit.config.compat import FOREIGN_KEYS, IGNORED, TRANSLATED, register_foreign_keys
+from mvit.config.compat import register_foreign_keys
+from mvit.config.foreign_keys import FOREIGN_KEYS, IGNORED, TRANSLATED
 from mvit.errors import ConfigError
 from mvit.runtime.projects import load_projects
 
