@@ -30,6 +30,7 @@ import sys
 from typing import Iterator, Optional, Sequence
 
 from mvit.config import CfgNode, load_config
+from mvit.data.registry import check_datasets
 from mvit.engine import run
 from mvit.errors import USER_ERROR_EXIT_CODE, UserError, report, run_cli
 from mvit.runtime import launch
@@ -144,6 +145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for cfg_file in args.cfg_files:  # in turn, as PySlowFast runs several --cfg files
             with _hold_config_log() as records:
                 cfg = load_config(cfg_file, args.opts, extensions=extensions)
+            check_datasets(cfg)  # the projects are loaded: an unknown TRAIN.DATASET is one line, before any process
             _log_before_launch(cfg, records)
             launch(cfg, run, modules=modules, stop_signals=stop_signals)
     except UserError as err:

@@ -46,10 +46,12 @@ def run_net_command_line(cfg: str, opts: Sequence[str], output_dir: str, tasks: 
 def check_run_net_job(cfg: str, opts: Sequence[str], tasks: int, nodes: int) -> None:
     """Load the config as each task will (NUM_GPUS = tasks per node, NUM_SHARDS = nodes) and check its batch."""
     from mvit.config import load_config
+    from mvit.data.registry import check_datasets
     from mvit.engine.batch import batch_layout
 
     _, extensions = load_projects(load_script(str(RUN_NET)).PROJECTS)
     config = load_config(cfg, [*opts, "NUM_GPUS", str(tasks), "NUM_SHARDS", str(nodes)], extensions=extensions)
+    check_datasets(config)
     logging.info("%s: %s", Path(cfg).name, batch_layout(config).describe())
 
 

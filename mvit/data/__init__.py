@@ -12,7 +12,14 @@ from .loader import (
     loader_workers,
     shutdown_loader,
 )
-from .registry import build_dataset, find_input_loader, list_datasets, register_dataset, register_input_loader
+from .registry import (
+    build_dataset,
+    check_datasets,
+    find_input_loader,
+    list_datasets,
+    register_dataset,
+    register_input_loader,
+)
 
 __all__ = [
     "EpochShardSampler",
@@ -24,6 +31,7 @@ __all__ = [
     "augmentation_keys",
     "build_dataset",
     "build_loader",
+    "check_datasets",
     "collate_items",
     "describe_worker_failure",
     "find_input_loader",

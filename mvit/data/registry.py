@@ -27,6 +27,7 @@ Prediction input loaders
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -35,10 +36,13 @@ import torch
 from fvcore.common.config import CfgNode
 from torch.utils.data import Dataset
 
+from ..errors import ConfigError
+
 __all__ = [
     "DatasetBuilder",
     "InputLoader",
     "build_dataset",
+    "check_datasets",
     "find_input_loader",
     "list_datasets",
     "register_dataset",
@@ -79,17 +83,38 @@ def list_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
+def _unknown_dataset(name: str) -> str:
+    """What an unknown dataset name is told: the closest registered name and all of them."""
+    close = difflib.get_close_matches(name.lower(), list_datasets(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown dataset {name!r}{hint}; registered: {', '.join(list_datasets()) or 'none'}"
+
+
+def check_datasets(cfg: CfgNode) -> None:
+    """Check, right after the config is loaded (and the projects that register datasets imported), that the datasets
+    the run will build are registered: ``TRAIN.DATASET`` when training, ``TEST.DATASET`` when testing.
+
+    Raises:
+        ConfigError: naming the key, the closest registered name and all of them.
+    """
+    for section in ("TRAIN", "TEST"):
+        node = cfg.get(section)
+        if node is not None and node.get("ENABLE", True) and "DATASET" in node:
+            if str(node.DATASET).lower() not in _DATASETS:
+                raise ConfigError(f"{section}.DATASET: {_unknown_dataset(str(node.DATASET))}")
+
+
 def build_dataset(name: str, cfg: CfgNode, split: str) -> Dataset:
     """Build the ``split`` of the dataset registered as ``name``.
 
     Raises:
-        KeyError: unknown name (the message lists the registered ones).
+        ConfigError: unknown name (the message lists the registered ones; :func:`check_datasets` names the key).
     """
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     builder = _DATASETS.get(name.lower())
     if builder is None:
-        raise KeyError(f"unknown dataset {name!r}; registered: {list_datasets()}")
+        raise ConfigError(_unknown_dataset(name))
     return builder(cfg, split)
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _one_line_error(capsys) -> str:
@@ -56,3 +62,22 @@ def test_config_errors_are_one_line(image_tree, tiny_cfg, run_net_main, tmp_path
     assert "MODEL.NUM_CLASSES" in _one_line_error(capsys)
     assert run_net_main(run_net_argv(tiny_cfg, image_tree, tmp_path / "o", "TRAIN.BATCH_SIZE", 3)) == 2
     assert "even" in _one_line_error(capsys)
+
+
+def test_an_unknown_dataset_is_a_config_error_naming_the_key(run_net_main, tmp_path, capsys):
+    """A misspelt TRAIN.DATASET was a KeyError traceback (exit 1) once the job started; now one line at load."""
+    argv = ["tools/run_net.py", "--cfg", "configs/DEMO/MVITv2_digits.yaml", "TRAIN.DATASET", "imagenett"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, *argv, "OUTPUT_DIR", str(tmp_path / "out")], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: TRAIN.DATASET: "), proc.stderr
+    assert "'imagenett'" in lines[0] and "did you mean 'imagenet'?" in lines[0]
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+    # The test set's key when only testing.
+    opts = ["TRAIN.ENABLE", "False", "TEST.DATASET", "ssv3", "OUTPUT_DIR", str(tmp_path / "out")]
+    assert run_net_main(["--cfg", str(ROOT / "configs/DEMO/MVITv2_digits.yaml"), *opts]) == 2
+    err = _one_line_error(capsys)
+    assert err.startswith("error: TEST.DATASET: ") and "did you mean 'ssv2'?" in err
