@@ -1,0 +1,1 @@
+__import__("mvit._moved", fromlist=["alias"]).alias(__name__, "mvit.data.augment")
