@@ -167,6 +167,8 @@ def test_setup_extras_cover_every_import() -> None:
         "mvit/utils/*.py": core + extras["train"],
         "mvit/export.py": core + extras["export"],
         "mvit/engine/*.py": core + extras["train"] + extras["slurm"],
+        "mvit/data/*.py": core + extras["train"],
+        "mvit/runtime/*.py": core + extras["slurm"],
         "projects/classification/**/*.py": core + extras["train"],
         "projects/video/**/*.py": core + extras["video"],
         "projects/detection/**/*.py": core + extras["detection"] + extras["slurm"],
