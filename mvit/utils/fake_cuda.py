@@ -110,7 +110,8 @@ class DeviceCheckMode(TorchDispatchMode):
     """Records every op whose tensor inputs or outputs are not all on ``device_type`` ("no stray CPU tensor").
 
     Enter it inside the ``FakeTensorMode`` (``with fake_mode, DeviceCheckMode("cuda") as check:``) so that it sees
-    each op first. ``check.strays``: ``(op name, devices seen)``, empty when every tensor stayed on the device.
+    each op first. ``check.strays``: ``(op name, devices seen)``, empty when every tensor stayed on the device (ops
+    whose tensors are all 0-dim host tensors, such as torch.optim's step counters, are not strays).
     """
 
     def __init__(self, device_type: str = "cuda") -> None:
@@ -124,7 +125,9 @@ class DeviceCheckMode(TorchDispatchMode):
         out = func(*args, **kwargs)
         self.ops += 1
         tensors = _tensors(args) + _tensors(kwargs) + _tensors(out)
-        if any(t.device.type != self.device_type for t in tensors):
+        off_device = [t for t in tensors if t.device.type != self.device_type]
+        # Ops on host scalars alone (torch.optim's per-parameter step counters) never touch the device.
+        if off_device and not (len(off_device) == len(tensors) and all(t.dim() == 0 for t in tensors)):
             self.strays.append((str(func), tuple(sorted({t.device.type for t in tensors}))))
         return out
 
