@@ -28,7 +28,7 @@ Bring them as cp312 wheels (no network there), built here:
 
 Tolerances (fp32, TF32 off): CUDA vs CPU logits within 1e-3 of the largest |logit| (reduction orders differ);
 autocast vs fp32 within 5e-2 (bf16) / 1e-2 (fp16) of the largest |logit|; explicit vs fused attention gradients
-within 1e-4 of the largest |gradient| of each parameter.
+within 1e-4 of the largest |gradient| of all parameters.
 """
 
 from __future__ import annotations
@@ -205,9 +205,11 @@ def numerics(report: Report, device: torch.device, args) -> None:
         for model in (explicit, fused):
             model.eval()  # no drop path: both see the same graph; the parameters still need gradients
             model(x).logsumexp(1).mean().backward()
-    worst = max(
-        _rel_error(q.grad, p.grad) for p, q in zip(explicit.parameters(), fused.parameters()) if p.grad is not None
-    )
+    pairs = [
+        (p.grad.cpu(), q.grad.cpu()) for p, q in zip(explicit.parameters(), fused.parameters()) if p.grad is not None
+    ]
+    scale = max(g.abs().max().item() for g, _ in pairs)  # parameters with ~zero gradients are judged on this scale
+    worst = max((g - h).abs().max().item() for g, h in pairs) / scale
     report.expect(worst <= 1e-4, "explicit vs fused attention gradients", f"worst {worst:.2e} (tol 1e-4)")
 
 
