@@ -2,7 +2,7 @@
 #                                make test    — set up .venv and run the test suite
 PY := .venv/bin/python
 
-.PHONY: setup demo test lint zoo
+.PHONY: setup demo test lint zoo gpu-check
 
 setup:
 	bash tools/install.sh
@@ -18,3 +18,7 @@ lint: setup
 
 zoo: setup
 	$(PY) tools/model_info.py --zoo-table
+
+# One GPU, < 8 min: environment, numerics, kernels, memory, engine, detection, speed (tools/gpu_check.py).
+gpu-check: setup
+	$(PY) tools/gpu_check.py --out gpu_check.md

@@ -15,8 +15,9 @@ Attention kernels (``attn_impl``):
 - ``"explicit"``: ``softmax(q k^T * scale + bias) v``, the reference (and the one that can expose attention maps).
 - ``"sdpa"``: ``F.scaled_dot_product_attention``. The decomposed bias is ``terms @ onehot(k)^T``, where ``terms``
   (B, heads, Nq, kt + kh + kw) are the small per-axis products q . R_axis and ``onehot(k)`` the keys' grid
-  coordinates. Without gradients that product is built once, by a matmul, as SDPA's float mask. With gradients
-  (a mask that requires grad sends SDPA to its slow math path) it is folded into SDPA's own matmul instead:
+  coordinates. Without gradients on the CPU that product is built once, by a matmul, as SDPA's float mask. With
+  gradients (a mask that requires grad sends SDPA to its slow math path), and on CUDA always (a float mask rules out
+  flash attention and costs a (B, heads, Nq, Nk) tensor), it is folded into SDPA's own matmul instead:
   ``[q, terms / scale] . [k, onehot(k)]`` with v zero-padded, and SDPA runs without a mask. Both are exact.
   (The explicit path keeps the broadcast add of :func:`.rel_pos.decomposed_rel_pos_bias`: it is the definition, and
   FLOP counters such as fvcore count it as the papers do.)
@@ -168,7 +169,9 @@ class MultiScaleAttention(nn.Module):
             needs_grad = torch.is_grad_enabled() and (
                 q.requires_grad or k.requires_grad or any(t is not None and t.requires_grad for t in tables)
             )
-            if not needs_grad:
+            # Inference on CPU keeps the mask (the fold was not consistently faster there, 2 cores); on CUDA a
+            # float mask rules out flash attention and costs B*heads*Nq*Nk memory (twice, padded, in mem-efficient).
+            if not needs_grad and not q.is_cuda:
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias_mask(q, q_thw, k_thw))
             if self.attn_impl == "sdpa" or q.is_cuda or q.shape[-2] * k.shape[-2] >= _FOLD_MIN_LOGITS:
                 return self._sdpa_folded(q, k, v, q_thw, k_thw)
