@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import mvit
-from mvit.engine.data import build_loader
+from mvit.data import build_loader
 from mvit.engine.trainer import ClassificationTrainer
 from mvit.models import MViT, MViTConfig
 from mvit.models.zoo import model_info
