@@ -202,8 +202,8 @@ def _fetch(src: str, out, progress: bool, timeout: float, dst: str) -> tuple[int
 
 
 def resolve_checkpoint(spec: str, progress: bool = True) -> str:
-    """A local path for a checkpoint given as a path, an ``http(s)://`` URL, ``zoo:<weights tag>`` or
-    ``detectron2://<path>``.
+    """A local path for a checkpoint given as a path, an ``http(s)://`` URL, ``zoo:<weights tag>``,
+    ``detectron2://<path>`` or ``hf-hub:<repo>`` (its ``model.safetensors``, :mod:`mvit.checkpoint.hf_hub`).
 
     URLs, zoo tags and detectron2 URLs are downloaded into (or found in) torch.hub's cache, verified where a
     sha256 is published; other paths (local, or any iopath path) are returned unchanged.
@@ -221,6 +221,10 @@ def resolve_checkpoint(spec: str, progress: bool = True) -> str:
             if weights.file_name == name:
                 return download(weights.url, weights.sha256, progress=progress)
         return download(_DETECTRON2_HOST + spec[len(DETECTRON2_PREFIX) :], progress=progress)
+    if spec.startswith("hf-hub:"):
+        from .hf_hub import hf_download
+
+        return hf_download(spec[len("hf-hub:") :])
     if spec.startswith(("http://", "https://")):
         return download(spec, progress=progress)
     return spec
