@@ -37,6 +37,7 @@ EXTRAS = {
         "setuptools<81",  # pkg_resources, which detectron2.model_zoo imports
     ],
     "slurm": ["submitit"],
+    "hub": ["huggingface_hub"],  # mvit.checkpoint.hf_hub: the releases' timm copies on the Hugging Face hub
     # tools/export.py's ONNX path and its check; torchao: int8 serving (PT2E quantization, torch 2.14)
     "export": ["onnx", "onnxruntime", "onnxscript", "torchao>=0.18.0,<0.19"],
 }

@@ -12,13 +12,14 @@ import torch
 from fvcore.common.config import CfgNode
 
 from .checkpoint import load_checkpoint
+from .checkpoint.hf_hub import HF_PREFIX
 from .checkpoint.pretrained import load_pretrained
 from .config import load_config
 from .config.arch import config_from_cfg
 from .errors import ConfigError
 from .models.config import MViTConfig
 from .models.mvit import MViT
-from .models.weights import Weights, get_weights, is_weights
+from .models.weights import Weights, get_weights, is_weights, list_weights
 from .models.zoo import is_model, model_info
 
 __all__ = ["ModelSpec", "create_model", "resolve_config"]
@@ -79,8 +80,10 @@ def create_model(
             class token), "configs/IN1K/MVITv2_B.yaml", ``MViTConfig(...)`` or a ``cfg`` from
             :func:`mvit.config.load_config` (see :func:`resolve_config`).
         pretrained: ``True`` loads the released weights of ``spec`` (its tag, or the zoo model's default
-            release, see :func:`mvit.models.weights.list_weights`); a tag string names the release. The file
-            comes from torch.hub's cache, downloaded (verified) when it is not there.
+            release, see :func:`mvit.models.weights.list_weights`); a tag string names the release;
+            ``"hf-hub:timm/mvitv2_tiny.fb_in1k"`` takes the same release from timm's safetensors copy on the
+            Hugging Face hub (needs huggingface_hub). The file comes from the cache, downloaded (verified) when it
+            is not there; ``$MVIT_WEIGHTS_SOURCE=hf`` takes every release from the hub where it is there.
         checkpoint: weights in any format ``mvit.checkpoint`` reads (official .pyth, PySlowFast, mmpretrain,
             timm, torchvision, detectron2 backbone, this project's, safetensors), a URL or ``zoo:<tag>``;
             detected automatically, loaded strictly.
@@ -97,6 +100,7 @@ def create_model(
         CheckpointError: the weights cannot be downloaded, read or loaded (names the file).
     """
     weights = _pretrained_weights(spec, pretrained)
+    source = "hf" if isinstance(pretrained, str) and pretrained.startswith(HF_PREFIX) else None
     if weights is not None and checkpoint is not None:
         raise ConfigError("create_model: pass either pretrained= or checkpoint=, not both")
     if weights is not None:
@@ -104,7 +108,7 @@ def create_model(
     strict = checkpoint is not None or (weights is not None and not overrides)
     model = _build(resolve_config(spec, **overrides), skip_init=strict)
     if weights is not None:
-        load_pretrained(model, weights, strict=strict, progress=progress)
+        load_pretrained(model, weights, strict=strict, progress=progress, source=source)
     elif checkpoint is not None:
         load_checkpoint(model, checkpoint, strict=True)
     return model
@@ -130,10 +134,20 @@ def _pretrained_weights(spec: ModelSpec, pretrained: Union[bool, str]) -> Option
         raise ConfigError(f"pretrained= needs a zoo name or weights tag, got {spec!r} (use checkpoint= for a file)")
     spec = os.fspath(spec)
     tag = pretrained if isinstance(pretrained, str) else spec
-    weights = get_weights(tag)
+    weights = _hf_release(tag) if tag.startswith(HF_PREFIX) else get_weights(tag)
     if weights.arch != _arch(spec):
         raise ConfigError(f"weights {weights.tag} are for {weights.arch}, not {_arch(spec)}")
     return weights
+
+
+def _hf_release(spec: str) -> Weights:
+    """The registered release that ``hf-hub:<repo>`` republishes."""
+    repo = spec[len(HF_PREFIX) :]
+    for tag in list_weights():
+        if get_weights(tag).hf_hub_id == repo:
+            return get_weights(tag)
+    known = ", ".join(HF_PREFIX + w.hf_hub_id for w in map(get_weights, list_weights()) if w.hf_hub_id)
+    raise ConfigError(f"pretrained={spec!r}: not a release of the registry on the hub; known: {known}")
 
 
 def _arch(spec: Any) -> str:

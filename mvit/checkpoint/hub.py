@@ -5,6 +5,14 @@ torchvision and timm): when it is there it is used without any network. Otherwis
 progress bar into a temporary file beside it, checked (length against ``Content-Length``, sha256 where the
 publisher states one) and renamed only then, so an interrupted or corrupt download is never used.
 
+A file already in the cache is checked once against its published sha256 (where one is published): the result
+is remembered beside it in ``<file>.sha256-ok`` (size, modification time, digest), so a file that changes is
+checked again and an unchanged one is not hashed on every load.
+
+``detectron2://<path>`` (detectron2's model-zoo URLs, as its MViTv2 configs name their ImageNet weights) resolves
+through the same cache: a file the registry knows by name comes from its registered URL, any other from
+detectron2's own host.
+
 ``MVIT_WEIGHTS_MIRROR`` redirects downloads to a mirror that serves the same file names, e.g. a folder
 served with ``python -m http.server`` (``MVIT_WEIGHTS_MIRROR=http://127.0.0.1:8000``).
 
@@ -16,6 +24,7 @@ its errors.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import urllib.error
@@ -27,10 +36,22 @@ import torch
 
 from ..errors import CheckpointError
 
-__all__ = ["MIRROR_ENV", "ZOO_PREFIX", "cache_path", "download", "resolve_checkpoint", "source_url"]
+__all__ = [
+    "DETECTRON2_PREFIX",
+    "MIRROR_ENV",
+    "ZOO_PREFIX",
+    "cache_path",
+    "download",
+    "resolve_checkpoint",
+    "source_url",
+    "verify_cached",
+]
 
 MIRROR_ENV = "MVIT_WEIGHTS_MIRROR"
 ZOO_PREFIX = "zoo:"
+DETECTRON2_PREFIX = "detectron2://"
+_DETECTRON2_HOST = "https://dl.fbaipublicfiles.com/detectron2/"  # detectron2's ModelCatalog S3 prefix
+_VERIFIED_SUFFIX = ".sha256-ok"
 _CHUNK = 1 << 20
 
 
@@ -71,6 +92,8 @@ def download(url: str, sha256: Optional[str] = None, progress: bool = True, time
     """
     dst = cache_path(url)
     if os.path.isfile(dst):
+        if sha256:
+            verify_cached(dst, sha256, url)
         return dst
     src = source_url(url)
     os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -92,10 +115,51 @@ def download(url: str, sha256: Optional[str] = None, progress: bool = True, time
                     f"the file was discarded (a mirror serving another file? place the right file at {dst})"
                 )
         os.replace(tmp, dst)
+        if sha256:
+            _remember_verified(dst, actual)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return dst
+
+
+def _file_stamp(path: str) -> dict:
+    stat = os.stat(path)
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _remember_verified(path: str, digest: str) -> None:
+    """Write ``<path>.sha256-ok``; a cache folder that cannot be written only means hashing again next time."""
+    try:
+        with open(path + _VERIFIED_SUFFIX, "w") as f:
+            json.dump({**_file_stamp(path), "sha256": digest}, f)
+    except OSError:
+        pass
+
+
+def verify_cached(path: str, sha256: str, source: str = "") -> None:
+    """Check a cached file against its published sha256 (a full digest or a prefix), once per version of the file.
+
+    Raises:
+        CheckpointError: a mismatch, in one line naming the file and what to do.
+    """
+    expected = sha256.lower()
+    try:
+        with open(path + _VERIFIED_SUFFIX) as f:
+            marker = json.load(f)
+        stamp = {k: marker.get(k) for k in ("size", "mtime_ns")}
+        if marker.get("sha256", "").startswith(expected) and stamp == _file_stamp(path):
+            return
+    except (OSError, ValueError, AttributeError):
+        pass  # no marker, or an unreadable one: hash the file
+    actual = _sha256(path)
+    if not actual.startswith(expected):
+        of = f" of {source}" if source else ""
+        raise CheckpointError(
+            f"{path}: sha256 {actual[: max(len(expected), 8)]}... does not match the published {sha256}{of}; "
+            f"the cached file is corrupt or another file: delete it to download it again"
+        )
+    _remember_verified(path, actual)
 
 
 def _fetch(src: str, out, progress: bool, timeout: float, dst: str) -> tuple[int, Optional[int]]:
@@ -138,16 +202,29 @@ def _fetch(src: str, out, progress: bool, timeout: float, dst: str) -> tuple[int
 
 
 def resolve_checkpoint(spec: str, progress: bool = True) -> str:
-    """A local path for a checkpoint given as a path, an ``http(s)://`` URL or ``zoo:<weights tag>``.
+    """A local path for a checkpoint given as a path, an ``http(s)://`` URL, ``zoo:<weights tag>``,
+    ``detectron2://<path>`` or ``hf-hub:<repo>`` (its ``model.safetensors``, :mod:`mvit.checkpoint.hf_hub`).
 
-    URLs and zoo tags are downloaded into (or found in) torch.hub's cache; other paths (local, or any
-    iopath path) are returned unchanged.
+    URLs, zoo tags and detectron2 URLs are downloaded into (or found in) torch.hub's cache, verified where a
+    sha256 is published; other paths (local, or any iopath path) are returned unchanged.
     """
-    if spec.startswith(ZOO_PREFIX):
-        from ..models.weights import get_weights
+    from ..models.weights import get_weights, list_weights
 
+    if spec.startswith(ZOO_PREFIX):
         weights = get_weights(spec[len(ZOO_PREFIX) :])
         return download(weights.url, weights.sha256, progress=progress)
+    if spec.startswith(DETECTRON2_PREFIX):
+        # The same file as a registered release (MViTv2_T_in1k.pyth, ...): its registered URL and checks.
+        name = os.path.basename(spec)
+        for tag in list_weights():
+            weights = get_weights(tag)
+            if weights.file_name == name:
+                return download(weights.url, weights.sha256, progress=progress)
+        return download(_DETECTRON2_HOST + spec[len(DETECTRON2_PREFIX) :], progress=progress)
+    if spec.startswith("hf-hub:"):
+        from .hf_hub import hf_download
+
+        return hf_download(spec[len("hf-hub:") :])
     if spec.startswith(("http://", "https://")):
         return download(spec, progress=progress)
     return spec

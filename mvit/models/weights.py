@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import ConfigError
 
@@ -43,8 +43,8 @@ class Preprocessing:
     crop_size: int = 224
     resize_size: int = 256  # short side before the center crop (224 / 0.875)
     interpolation: str = "bicubic"
-    num_frames: int = 1  # 1: images
-    sampling_rate: int = 0  # video: one frame every N
+    num_frames: int = 1  # 1: images; video: frames per clip
+    sampling_rate: int = 0  # video: one frame every N of the decoded video (the clip spans (num_frames-1)*N+1)
     test_views: Tuple[int, int] = (1, 1)  # video: temporal clips x spatial crops, scores summed
     channel_order: str = "RGB"
 
@@ -65,6 +65,7 @@ class Weights:
     sha256: Optional[str] = None
     overrides: Dict[str, object] = field(default_factory=dict)  # MViTConfig fields that differ from the zoo model
     detector: Optional[str] = None  # a whole detectron2 detector: its config in projects/detection/configs
+    hf_hub_id: Optional[str] = None  # the same weights on the Hugging Face hub (timm's safetensors release)
 
     @property
     def arch(self) -> str:
@@ -74,6 +75,33 @@ class Weights:
     @property
     def file_name(self) -> str:
         return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def is_video(self) -> bool:
+        return self.preprocessing.num_frames > 1
+
+    @property
+    def class_names(self) -> Optional[List[str]]:
+        """The names of the ``num_classes`` outputs, in output order (:func:`class_names` of ``class_set``), or
+        None where no public list exists (Something-Something v2, ImageNet-21k: the data set's own files)."""
+        return class_names(self.class_set)
+
+    def transforms(self) -> Callable[[Any], Any]:
+        """The test-time transform the weights expect (torchvision's ``weights.transforms()``).
+
+        Images: PIL image or uint8 tensor (C, H, W) -> normalised float (3, crop, crop). Clips: frames already
+        sampled (``preprocessing.num_frames``, one every ``preprocessing.sampling_rate``), uint8 (T, H, W, C) or
+        (T, C, H, W) RGB -> normalised float (C, T, crop, crop). See :mod:`mvit.models.presets`.
+        """
+        from .presets import ClipEval, ImageEval  # torchvision is imported only here
+
+        p = self.preprocessing
+        if self.detector is not None:
+            raise ConfigError(f"{self.tag} is a whole detectron2 detector: its transforms are its config's")
+        if self.is_video:
+            return ClipEval(p.crop_size, p.resize_size, p.mean, p.std, p.interpolation, p.num_frames,
+                            p.sampling_rate, p.channel_order)  # fmt: skip
+        return ImageEval(p.crop_size, p.resize_size, p.mean, p.std, p.interpolation)
 
 
 _REGISTRY: Dict[str, Weights] = {}
@@ -150,26 +178,30 @@ def _video(frames: int, rate: int, crop: int, views: Tuple[int, int], **kw) -> P
     kw.setdefault("mean", _K400_MEAN)
     kw.setdefault("std", _K400_STD)
     kw.setdefault("resize_size", crop)  # PySlowFast tests at short side = crop size
+    kw.setdefault("interpolation", "bilinear")  # PySlowFast's short-side scale (F.interpolate, bilinear)
     return Preprocessing(crop_size=crop, num_frames=frames, sampling_rate=rate, test_views=views, **kw)
 
 
 for _w in (
     # facebookresearch/mvit, ImageNet-1k (top-1 from its README)
     Weights("mvitv2_t.fb_in1k", f"{_FB_MVIT}/MViTv2_T_in1k.pyth", "facebookresearch/mvit", "official",
-            "imagenet-1k", "imagenet-1k", 1000, {"top1": 82.3}, _IN1K),
+            "imagenet-1k", "imagenet-1k", 1000, {"top1": 82.3}, _IN1K, hf_hub_id="timm/mvitv2_tiny.fb_in1k"),
     Weights("mvitv2_s.fb_in1k", f"{_FB_MVIT}/MViTv2_S_in1k.pyth", "facebookresearch/mvit", "official",
-            "imagenet-1k", "imagenet-1k", 1000, {"top1": 83.6}, _IN1K),
+            "imagenet-1k", "imagenet-1k", 1000, {"top1": 83.6}, _IN1K, hf_hub_id="timm/mvitv2_small.fb_in1k"),
     Weights("mvitv2_b.fb_in1k", f"{_FB_MVIT}/MViTv2_B_in1k.pyth", "facebookresearch/mvit", "official",
-            "imagenet-1k", "imagenet-1k", 1000, {"top1": 84.4}, _IN1K),
+            "imagenet-1k", "imagenet-1k", 1000, {"top1": 84.4}, _IN1K, hf_hub_id="timm/mvitv2_base.fb_in1k"),
     Weights("mvitv2_l.fb_in1k", f"{_FB_MVIT}/MViTv2_L_in1k.pyth", "facebookresearch/mvit", "official",
-            "imagenet-1k", "imagenet-1k", 1000, {"top1": 85.3}, _IN1K),
+            "imagenet-1k", "imagenet-1k", 1000, {"top1": 85.3}, _IN1K, hf_hub_id="timm/mvitv2_large.fb_in1k"),
     # facebookresearch/mvit, ImageNet-21k (19,168 classes, class token; L expands channels in attention)
     Weights("mvitv2_b.fb_in21k", f"{_FB_MVIT}/MViTv2_B_in21k.pyth", "facebookresearch/mvit", "official",
-            "imagenet-21k", "imagenet-21k", 19168, {}, _IN1K, overrides=dict(_IN21K_HEAD)),
+            "imagenet-21k", "imagenet-21k", 19168, {}, _IN1K, overrides=dict(_IN21K_HEAD),
+            hf_hub_id="timm/mvitv2_base_cls.fb_inw21k"),
     Weights("mvitv2_l.fb_in21k", f"{_FB_MVIT}/MViTv2_L_in21k.pyth", "facebookresearch/mvit", "official",
-            "imagenet-21k", "imagenet-21k", 19168, {}, _IN1K, overrides=dict(_IN21K_HEAD, dim_mul_in_att=True)),
+            "imagenet-21k", "imagenet-21k", 19168, {}, _IN1K, overrides=dict(_IN21K_HEAD, dim_mul_in_att=True),
+            hf_hub_id="timm/mvitv2_large_cls.fb_inw21k"),
     Weights("mvitv2_h.fb_in21k", f"{_FB_MVIT}/MViTv2_H_in21k.pyth", "facebookresearch/mvit", "official",
-            "imagenet-21k", "imagenet-21k", 19168, {}, _IN1K, overrides=dict(_IN21K_HEAD)),
+            "imagenet-21k", "imagenet-21k", 19168, {}, _IN1K, overrides=dict(_IN21K_HEAD),
+            hf_hub_id="timm/mvitv2_huge_cls.fb_inw21k"),
     # open-mmlab/mmpretrain, converted from the official ImageNet-1k files (top-1 from its README)
     Weights("mvitv2_t.mmpretrain_in1k", f"{_MMPRE}/mvitv2-tiny_3rdparty_in1k_20220722-db7beeef.pth",
             "open-mmlab/mmpretrain", "mmpretrain", "imagenet-1k", "imagenet-1k", 1000, {"top1": 82.33, "top5": 96.15},

@@ -10,14 +10,18 @@ parameter count.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+
 import pytest
 import torch
 
 from mvit import create_model
 from mvit.checkpoint.hub import MIRROR_ENV, cache_path
 from mvit.checkpoint.pretrained import load_pretrained
-from mvit.errors import ConfigError
+from mvit.errors import CheckpointError, ConfigError
 from mvit.models import MViT, model_info
+from mvit.models import weights as registry
 from mvit.models.weights import class_names, get_weights, list_weights
 from tests.core.layouts import as_mmpretrain
 
@@ -43,14 +47,23 @@ def offline_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9")  # nothing listens: any download attempt fails
 
 
+def _publish_stand_in(monkeypatch, tag: str) -> None:
+    """Where the publisher states a sha256, state the stand-in's own (a cached file is checked against it)."""
+    weights = get_weights(tag)
+    if weights.sha256:
+        digest = hashlib.sha256(open(cache_path(weights.url), "rb").read()).hexdigest()
+        monkeypatch.setitem(registry._REGISTRY, tag, dataclasses.replace(weights, sha256=digest[:8]))
+
+
 @pytest.mark.parametrize(
     "tag", [t for t in CLASSIFIER_TAGS if get_weights(t).arch in SMALL_ARCHS and get_weights(t).format != "torchvision"]
 )
-def test_tag_loads_its_file_from_the_cache(tag, offline_cache):
+def test_tag_loads_its_file_from_the_cache(tag, offline_cache, monkeypatch):
     weights = get_weights(tag)
     source = MViT(_config(tag))  # random init (rel-pos tables too): every tensor differs from another model's
     path = cache_path(weights.url)
     torch.save(_publisher_layout(weights, source.state_dict()), _mkdirs(path))
+    _publish_stand_in(monkeypatch, tag)
     assert path.endswith(weights.file_name)
     target = create_model(tag, pretrained=True, progress=False)
     for (name, a), b in zip(source.state_dict().items(), target.state_dict().values()):
@@ -62,20 +75,21 @@ def test_tag_loads_its_file_from_the_cache(tag, offline_cache):
     "tag",
     [t for t in CLASSIFIER_TAGS if get_weights(t).arch not in SMALL_ARCHS and get_weights(t).format != "torchvision"],
 )
-def test_large_tag_loads_its_file_from_the_cache(tag, offline_cache):
+def test_large_tag_loads_its_file_from_the_cache(tag, offline_cache, monkeypatch):
     weights = get_weights(tag)
     with torch.device("meta"):
         shapes = {name: t.shape for name, t in MViT(_config(tag)).state_dict().items()}
     # Tensor i is the constant i: a key loaded into another parameter of the same shape would show.
     state = {name: torch.tensor(float(i)).expand(shape) for i, (name, shape) in enumerate(shapes.items())}
     torch.save(_publisher_layout(weights, state), _mkdirs(cache_path(weights.url)))
+    _publish_stand_in(monkeypatch, tag)
     loaded = create_model(tag, pretrained=True, progress=False).state_dict()
     assert list(loaded) == list(shapes)
     for i, (name, tensor) in enumerate(loaded.items()):
         assert tensor.shape == shapes[name] and bool((tensor == i).all()), name
 
 
-def test_torchvision_file_loads_into_s_16x4(offline_cache):
+def test_torchvision_file_loads_into_s_16x4(offline_cache, monkeypatch):
     from torchvision.models.video import MViT_V2_S_Weights, mvit_v2_s
 
     weights = get_weights("mvitv2_s_16x4.tv_k400")
@@ -83,7 +97,10 @@ def test_torchvision_file_loads_into_s_16x4(offline_cache):
     assert weights.url == tv.url and tv.url.rsplit("-", 1)[1].startswith(weights.sha256)
     assert weights.metrics == {"top1": tv.meta["_metrics"]["Kinetics-400"]["acc@1"], "top5": 94.665}
     torch.save(mvit_v2_s().state_dict(), _mkdirs(cache_path(weights.url)))
-    assert load_pretrained(MViT(_config(weights.tag)), weights, progress=False).ok
+    with pytest.raises(CheckpointError, match="does not match the published ae3be167"):  # not torchvision's file
+        load_pretrained(MViT(_config(weights.tag)), weights, progress=False)
+    _publish_stand_in(monkeypatch, weights.tag)
+    assert load_pretrained(MViT(_config(weights.tag)), get_weights(weights.tag), progress=False).ok
 
 
 @pytest.mark.parametrize(
