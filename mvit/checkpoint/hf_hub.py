@@ -6,7 +6,7 @@ Downloads go through ``huggingface_hub`` (optional: ``pip install huggingface_hu
 with timm and transformers; ``HF_ENDPOINT`` (read when a file is fetched) names another hub or a mirror.
 
 Checks as for the publishers' URLs: the hub names an LFS file's blob by its sha256, which the cached blob is
-checked against once (:func:`mvit.checkpoint.hub.verify_cached`).
+checked against once (:func:`mvit.checkpoint.verify.verify_cached`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 from typing import Optional
 
 from ..errors import CheckpointError
-from .hub import verify_cached
+from .verify import verify_cached
 
 __all__ = ["HF_FILENAME", "HF_PREFIX", "hf_download"]
 

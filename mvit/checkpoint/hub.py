@@ -23,8 +23,6 @@ its errors.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tempfile
 import urllib.error
@@ -35,6 +33,8 @@ from typing import Optional
 import torch
 
 from ..errors import CheckpointError
+from . import verify
+from .verify import verify_cached
 
 __all__ = [
     "DETECTRON2_PREFIX",
@@ -51,7 +51,6 @@ MIRROR_ENV = "MVIT_WEIGHTS_MIRROR"
 ZOO_PREFIX = "zoo:"
 DETECTRON2_PREFIX = "detectron2://"
 _DETECTRON2_HOST = "https://dl.fbaipublicfiles.com/detectron2/"  # detectron2's ModelCatalog S3 prefix
-_VERIFIED_SUFFIX = ".sha256-ok"
 _CHUNK = 1 << 20
 
 
@@ -67,14 +66,6 @@ def source_url(url: str) -> str:
     if not mirror:
         return url
     return mirror.rstrip("/") + "/" + os.path.basename(urllib.parse.urlparse(url).path)
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download(url: str, sha256: Optional[str] = None, progress: bool = True, timeout: float = 60.0) -> str:
@@ -108,7 +99,7 @@ def download(url: str, sha256: Optional[str] = None, progress: bool = True, time
                 f"download of {src} ended after {received} of {expected} bytes; run again, or place the file at {dst}"
             )
         if sha256:
-            actual = _sha256(tmp)
+            actual = verify.sha256_of(tmp)
             if not actual.startswith(sha256.lower()):
                 raise CheckpointError(
                     f"{src}: sha256 {actual[: max(len(sha256), 8)]}... does not match the published {sha256}; "
@@ -116,50 +107,11 @@ def download(url: str, sha256: Optional[str] = None, progress: bool = True, time
                 )
         os.replace(tmp, dst)
         if sha256:
-            _remember_verified(dst, actual)
+            verify.remember_verified(dst, actual)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return dst
-
-
-def _file_stamp(path: str) -> dict:
-    stat = os.stat(path)
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def _remember_verified(path: str, digest: str) -> None:
-    """Write ``<path>.sha256-ok``; a cache folder that cannot be written only means hashing again next time."""
-    try:
-        with open(path + _VERIFIED_SUFFIX, "w") as f:
-            json.dump({**_file_stamp(path), "sha256": digest}, f)
-    except OSError:
-        pass
-
-
-def verify_cached(path: str, sha256: str, source: str = "") -> None:
-    """Check a cached file against its published sha256 (a full digest or a prefix), once per version of the file.
-
-    Raises:
-        CheckpointError: a mismatch, in one line naming the file and what to do.
-    """
-    expected = sha256.lower()
-    try:
-        with open(path + _VERIFIED_SUFFIX) as f:
-            marker = json.load(f)
-        stamp = {k: marker.get(k) for k in ("size", "mtime_ns")}
-        if marker.get("sha256", "").startswith(expected) and stamp == _file_stamp(path):
-            return
-    except (OSError, ValueError, AttributeError):
-        pass  # no marker, or an unreadable one: hash the file
-    actual = _sha256(path)
-    if not actual.startswith(expected):
-        of = f" of {source}" if source else ""
-        raise CheckpointError(
-            f"{path}: sha256 {actual[: max(len(expected), 8)]}... does not match the published {sha256}{of}; "
-            f"the cached file is corrupt or another file: delete it to download it again"
-        )
-    _remember_verified(path, actual)
 
 
 def _fetch(src: str, out, progress: bool, timeout: float, dst: str) -> tuple[int, Optional[int]]:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from mvit import create_model
-from mvit.checkpoint import hub
+from mvit.checkpoint import verify
 from mvit.checkpoint.hub import MIRROR_ENV, resolve_checkpoint
 from mvit.checkpoint.pretrained import SOURCE_ENV
 from mvit.checkpoint.safe_io import write_safetensors
@@ -112,8 +112,8 @@ def test_a_release_from_the_hub_loads_the_same_weights(hf, monkeypatch):
 def test_the_hub_file_is_checked_once_against_its_sha256(hf, monkeypatch):
     server, _ = hf
     calls = []
-    real = hub._sha256
-    monkeypatch.setattr(hub, "_sha256", lambda path: calls.append(path) or real(path))
+    real = verify.sha256_of
+    monkeypatch.setattr(verify, "sha256_of", lambda path: calls.append(path) or real(path))
     path = resolve_checkpoint(f"hf-hub:{REPO}")
     resolve_checkpoint(f"hf-hub:{REPO}")
     assert len(calls) == 1

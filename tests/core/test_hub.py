@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mvit.checkpoint import hub
+from mvit.checkpoint import verify
 from mvit.checkpoint.hub import MIRROR_ENV, cache_path, download, resolve_checkpoint
 from mvit.errors import CheckpointError
 from mvit.models.weights import get_weights, list_weights
@@ -121,8 +121,8 @@ def _cached(data: bytes = PAYLOAD) -> Path:
 
 def _count_hashing(monkeypatch) -> list:
     calls = []
-    real = hub._sha256
-    monkeypatch.setattr(hub, "_sha256", lambda path: calls.append(path) or real(path))
+    real = verify.sha256_of
+    monkeypatch.setattr(verify, "sha256_of", lambda path: calls.append(path) or real(path))
     return calls
 
 
