@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..checkpoint.state import LAST_NAME, atomic_copy, atomic_save, check_finite_weights
 from ..utils.distributed import is_main_process, synchronize
+from ..utils.rng import generator_state, load_generator_state
 from . import preemption
 from .evaluation import evaluate
 from .lr_schedule import LRSchedule
@@ -100,12 +101,14 @@ class EMA(SupervisedHook):
         self.ema.update(self.trainer.model, step=self.trainer.step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.ema.module.state_dict(), "sr_generator": self.ema._sr_generator.get_state()}
+        # timm keeps the stochastic-rounding generator on the EMA's device (CUDA on a GPU run): stored with its
+        # device kind so that a checkpoint resumes on the CPU or a GPU alike.
+        return {"model": self.ema.module.state_dict(), "sr_generator": generator_state(self.ema._sr_generator)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.ema.module.load_state_dict(state["model"])
         if "sr_generator" in state:
-            self.ema._sr_generator.set_state(state["sr_generator"])
+            load_generator_state(self.ema._sr_generator, state["sr_generator"])
 
 
 class EvalHook(SupervisedHook):
