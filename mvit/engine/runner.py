@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -58,7 +57,7 @@ def _setup(cfg: CfgNode) -> torch.device:
 def _append_jsonl(cfg: CfgNode, record: dict[str, Any]) -> None:
     if is_main_process():
         with open(os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(H.json_line(record) + "\n")
 
 
 def _check_classes(cfg: CfgNode, dataset: Dataset, what: str) -> Optional[list[str]]:

@@ -40,6 +40,8 @@ class TrainerStorage:
         step_skipped: the last step changed nothing (a non-finite loss skipped under ``TRAIN.NONFINITE_LOSS
             skip``): hooks that follow the weights (EMA) and the meters leave it out.
         skipped_steps, epoch_skipped_steps: steps skipped so far in the run and in the current epoch.
+        scaler_skipped: the last step's update was skipped by the fp16 GradScaler (a gradient overflowed; the
+            loss was finite): ``step_skipped`` is set too, and ``epoch_overflow_steps`` counts them.
         last_checkpoint: path of the newest complete checkpoint (written or resumed from), ``None`` before one.
     """
 
@@ -51,6 +53,8 @@ class TrainerStorage:
     step_skipped: bool = False
     skipped_steps: int = 0
     epoch_skipped_steps: int = 0
+    scaler_skipped: bool = False
+    epoch_overflow_steps: int = 0
     last_checkpoint: Optional[str] = None
 
 

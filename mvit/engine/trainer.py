@@ -129,6 +129,10 @@ class ClassificationTrainer(TrainerBase):
         self.lr_schedule = build_lr_schedule(cfg)
         self.amp_dtype = amp_dtype_from_cfg(cfg, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        # GradScaler.step skips optimizer.step when a gradient overflowed (fp16): a post-hook tells, without a
+        # host read of the scale, whether this step's update happened.
+        self._optimizer_stepped = False
+        self.optimizer.register_step_post_hook(self._count_optimizer_step)
         self.mixup = build_mixup(cfg)
         self.criterion = build_criterion(cfg, soft_targets=self.mixup is not None)
         self.clip = cfg.SOLVER.CLIP_GRAD_L2NORM
@@ -150,7 +154,7 @@ class ClassificationTrainer(TrainerBase):
         self._workers = list(getattr(self._data_iter, "_workers", None) or [])
         if self.iter == 0:
             self.storage.epoch_meter.reset()
-            self.storage.epoch_skipped_steps = 0
+            self.storage.epoch_skipped_steps = self.storage.epoch_overflow_steps = 0
 
     def release_data(self) -> None:
         # Persistent workers ignore SIGTERM (SLURM preemption): stop them now rather than at interpreter exit.
@@ -194,6 +198,9 @@ class ClassificationTrainer(TrainerBase):
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item() > 0)
 
+    def _count_optimizer_step(self, *_args: Any) -> None:
+        self._optimizer_stepped = True
+
     def _nonfinite_step(self, value: float) -> None:
         """A step whose loss was not finite on some rank: stop, or count it as skipped (``TRAIN.NONFINITE_LOSS``)."""
         storage = self.storage
@@ -229,7 +236,7 @@ class ClassificationTrainer(TrainerBase):
 
     def run_step(self) -> None:
         self.ddp_model.train()
-        self.storage.step_skipped = False
+        self.storage.step_skipped = self.storage.scaler_skipped = False
         loss_sum = correct = rows = 0.0
         bad_loss: Optional[float] = None
         for micro in range(self.accum_steps):
@@ -265,9 +272,16 @@ class ClassificationTrainer(TrainerBase):
         if self.clip and self.clip > 0:
             self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self._optimizer_stepped = False
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if not self._optimizer_stepped:
+            # fp16 overflow: the scaler skipped the update and lowered the scale; the EMA skips it too, and the
+            # gradient norm (inf / NaN) stays out of the logs (the step is counted as ``overflow_steps``).
+            self.storage.step_skipped = self.storage.scaler_skipped = True
+            self.storage.epoch_overflow_steps += 1
+            grad_norm = None
 
         values = {"loss": loss_sum / rows}
         if self.mixup is None:
@@ -299,6 +313,7 @@ class ClassificationTrainer(TrainerBase):
                 "total": self.storage.skipped_steps,
                 "epoch": 0 if epoch_done else self.storage.epoch_skipped_steps,
                 "in_a_row": self._skips_in_a_row,
+                "overflow_epoch": 0 if epoch_done else self.storage.epoch_overflow_steps,
             },
             "cfg": self.cfg.dump(),
             "class_names": self.class_names,
@@ -321,6 +336,7 @@ class ClassificationTrainer(TrainerBase):
         self.storage.skipped_steps = int(skipped.get("total", 0))
         self.storage.epoch_skipped_steps = int(skipped.get("epoch", 0))
         self._skips_in_a_row = int(skipped.get("in_a_row", 0))
+        self.storage.epoch_overflow_steps = int(skipped.get("overflow_epoch", 0))
         rng = state.get("rng") or []
         if len(rng) == get_world_size():
             restore_rng_state(rng[get_rank()])
