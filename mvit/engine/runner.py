@@ -18,6 +18,7 @@ from ..utils.distributed import get_rank, get_world_size, is_main_process, synch
 from ..utils.logging import progress_enabled, setup_logging
 from ..utils.rng import derive_seed, seed_all
 from . import hooks as H
+from .backends import configure_backends
 from .batch import adopt_launcher_layout, batch_layout
 from .data import build_loader
 from .evaluation import evaluate
@@ -50,8 +51,9 @@ def _setup(cfg: CfgNode) -> torch.device:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     synchronize()
     setup_logging(cfg.OUTPUT_DIR, rank)
-    torch.backends.cudnn.benchmark = False
-    return get_device(cfg)
+    device = get_device(cfg)
+    configure_backends(cfg, device)
+    return device
 
 
 def _append_jsonl(cfg: CfgNode, record: dict[str, Any]) -> None:
