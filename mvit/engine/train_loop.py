@@ -32,7 +32,8 @@ class TrainerStorage:
 
     Attributes:
         lr: the base learning rate of the current step (set through the trainer's ``set_lr``).
-        last_values: scalars of the last step (``loss``, ``top1``, ``grad_norm``, ...), written by the trainer.
+        last_values: scalars of the last step (``loss``, ``top1``, ``grad_norm``, ...), written by the trainer;
+            host floats, except values left on the device to save a host read (``grad_norm``: a 0-d tensor).
         window_meter: running sums since the last log line (reset by the writer that logs them).
         epoch_meter: running sums of the current epoch (checkpointed, so that a resumed epoch's mean is whole).
         latest_eval: ``{split: metrics}`` of the evaluation after the current epoch, written by the evaluation
@@ -46,7 +47,7 @@ class TrainerStorage:
     """
 
     lr: float = 0.0
-    last_values: dict[str, float] = field(default_factory=dict)
+    last_values: dict[str, Any] = field(default_factory=dict)
     window_meter: ScalarMeter = field(default_factory=ScalarMeter)
     epoch_meter: ScalarMeter = field(default_factory=ScalarMeter)
     latest_eval: dict[str, dict[str, float]] = field(default_factory=dict)

@@ -24,7 +24,7 @@ from .batch import mixup_pairs_samples
 from .data import LoaderWorkerError, describe_worker_failure
 from .evaluation import autocast_context
 from .lr_schedule import build_lr_schedule
-from .meters import topk_correct
+from .meters import topk_correct_counts
 from .mixup import BatchMixup
 from .optimizer import build_optimizer
 from .train_loop import TrainerBase
@@ -191,13 +191,6 @@ class ClassificationTrainer(TrainerBase):
     def _resume_hint(self) -> str:
         return self.storage.last_checkpoint or "no checkpoint yet"
 
-    def _finite_on_all_ranks(self, loss: torch.Tensor) -> bool:
-        # Every rank must take the same branch (backward or not), or the others wait in DDP's all-reduce forever.
-        flag = torch.isfinite(loss.detach()).all().to(torch.float32).reshape(1)
-        if is_distributed():
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item() > 0)
-
     def _count_optimizer_step(self, *_args: Any) -> None:
         self._optimizer_stepped = True
 
@@ -235,14 +228,19 @@ class ClassificationTrainer(TrainerBase):
             )
 
     def run_step(self) -> None:
+        # Host reads of device values (each one stalls the CPU until the GPU has caught up): one per step, below,
+        # where the finiteness of the loss decides between stepping and skipping (``TRAIN.NONFINITE_LOSS``). It
+        # cannot move to the device: a stateful optimizer (AdamW's moments, step count, weight decay) is not left
+        # unchanged by stepping on zeroed gradients. The step's losses and top-1 counts come back in that same read;
+        # the gradient norm stays on the device, summed in the meters until a log line or an epoch end reads it.
+        # (fp16 adds GradScaler.step's own read of its inf check; DDP adds the preemption agreement's.)
         self.ddp_model.train()
         self.storage.step_skipped = self.storage.scaler_skipped = False
-        loss_sum = correct = rows = 0.0
-        bad_loss: Optional[float] = None
+        losses: list[torch.Tensor] = []
+        corrects: list[torch.Tensor] = []
+        sizes: list[int] = []
         for micro in range(self.accum_steps):
             inputs, labels, _ = next(self._data_iter)
-            if bad_loss is not None:
-                continue  # a skipped step still consumes its micro-batches: the data position stays exact
             inputs = inputs.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             targets = labels
@@ -254,18 +252,19 @@ class ClassificationTrainer(TrainerBase):
                 with autocast_context(self.device, self.amp_dtype):
                     logits = self.ddp_model(inputs)
                     loss = self.criterion(logits.float(), targets)
-                if not self._finite_on_all_ranks(loss):
-                    bad_loss = loss.item()  # this rank's value (finite when another rank's was not)
-                    continue
+                # Every micro-batch runs backward, finite or not (every rank the same, as DDP needs): the step is
+                # decided once, below, and a skipped step's gradients are dropped.
                 self.scaler.scale(loss / self.accum_steps).backward()
-            loss_sum += loss.item() * labels.shape[0]
-            rows += labels.shape[0]
+            losses.append(loss.detach())
+            sizes.append(labels.shape[0])
             if self.mixup is None:
-                correct += topk_correct(logits.detach(), labels, (1,))[0]
-        if bad_loss is not None:
+                corrects.append(topk_correct_counts(logits.detach(), labels, (1,))[0])
+        finite, loss_values, correct_values = self._read_step(losses, corrects)
+        if not finite:
             # No optimizer or scaler step: the weights, the optimizer state and the loss scale stay as they were.
             self.optimizer.zero_grad(set_to_none=True)
-            self._nonfinite_step(bad_loss)
+            bad = [v for v in loss_values if not math.isfinite(v)]
+            self._nonfinite_step(bad[0] if bad else 0.0)  # this rank's value (finite when another rank's was not)
             return
         self._skips_in_a_row = 0
         grad_norm = None
@@ -283,14 +282,35 @@ class ClassificationTrainer(TrainerBase):
             self.storage.epoch_overflow_steps += 1
             grad_norm = None
 
-        values = {"loss": loss_sum / rows}
+        # The same float64 arithmetic, in the same order, as when each value was read on its own.
+        loss_sum = correct = rows = 0.0
+        for i, size in enumerate(sizes):
+            loss_sum += loss_values[i] * size
+            rows += size
+            if correct_values:
+                correct += correct_values[i]
+        values: dict[str, Any] = {"loss": loss_sum / rows}
         if self.mixup is None:
             values["top1"] = 100.0 * correct / rows
         if grad_norm is not None:
-            values["grad_norm"] = float(grad_norm)
+            values["grad_norm"] = grad_norm.detach()  # a device scalar: the meters read it per log window
         self.storage.last_values = values
         for meter in (self.storage.window_meter, self.storage.epoch_meter):
             meter.update(int(rows), **values)
+
+    def _read_step(
+        self, losses: list[torch.Tensor], corrects: list[torch.Tensor]
+    ) -> tuple[bool, list[float], list[float]]:
+        """The step's one host read: whether every loss was finite on every rank, this rank's micro-batch losses and
+        top-1 counts."""
+        # Every rank must take the same branch (step or skip), or the others wait in DDP's all-reduce forever.
+        flag = torch.stack([torch.isfinite(loss).all() for loss in losses]).all().to(torch.float32).reshape(1)
+        if is_distributed():
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        read = torch.cat([flag.double(), torch.stack(losses).double(), *[c.double().reshape(1) for c in corrects]])
+        values = read.tolist()
+        n = len(losses)
+        return values[0] > 0, values[1 : 1 + n], values[1 + n :]
 
     # ------------------------------------------------------------------ state
     def state_dict(self, epoch_done: bool = False) -> dict[str, Any]:
@@ -305,9 +325,7 @@ class ClassificationTrainer(TrainerBase):
             "scaler": self.scaler.state_dict(),
             "hooks": self.hooks_state_dict(),
             "rng": rng,
-            "meters": {"sums": dict(self.storage.epoch_meter.sums), "counts": dict(self.storage.epoch_meter.counts)}
-            if not epoch_done
-            else {},
+            "meters": self.storage.epoch_meter.state_dict() if not epoch_done else {},
             "metrics": self.storage.latest_eval,
             "skipped_steps": {
                 "total": self.storage.skipped_steps,
