@@ -149,7 +149,7 @@ def _train(cfg: CfgNode, build_model: Optional[ModelBuilder]) -> dict[str, Any]:
     )
     if resume is not None:
         path, state = resume
-        trainer.load_state_dict(state)  # restores the RNG states too: nothing random may run after this
+        trainer.load_state_dict(state, source=path)  # restores the RNG states too: nothing random may run after this
         trainer.storage.last_checkpoint = path
         logger.info("resumed from %s at epoch %d iteration %d", path, trainer.epoch, trainer.iter)
     trainer.train()

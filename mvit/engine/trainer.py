@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
+import yaml
 from fvcore.common.config import CfgNode
 from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint.state import STATE_FORMAT
 from ..config import ConfigError
-from ..errors import UserError
+from ..errors import CheckpointError, UserError
 from ..utils.distributed import all_gather_object, get_rank, get_world_size, is_distributed
 from ..utils.rng import capture_rng_state, restore_rng_state
 from .batch import mixup_pairs_samples
@@ -92,6 +93,15 @@ def build_criterion(cfg: CfgNode, soft_targets: bool) -> nn.Module:
     if name == "binary_cross_entropy":
         return BinaryCrossEntropy(smoothing=smoothing)
     raise ConfigError(f"MODEL.LOSS_FUNC: unknown loss {name!r}; choose one of {', '.join(LOSS_FUNCS)}")
+
+
+def _items_per_step_of(cfg_text: Optional[str]) -> Optional[int]:
+    """Items per step and process of a config dump (files written before ``items_per_step`` was stored)."""
+    try:
+        node = yaml.safe_load(cfg_text or "") or {}
+        return int(node["TRAIN"]["BATCH_SIZE"]) // max(1, int(node["NUM_GPUS"]))
+    except (yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
 
 
 class ClassificationTrainer(TrainerBase):
@@ -336,10 +346,56 @@ class ClassificationTrainer(TrainerBase):
             "cfg": self.cfg.dump(),
             "class_names": self.class_names,
             "world_size": get_world_size(),
+            "items_per_step": self.items_per_step,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore everything :meth:`state_dict` saved, including this rank's RNG state."""
+    @property
+    def items_per_step(self) -> int:
+        """Dataset items of one optimizer step on this process (the unit of the sampler's skip on resume)."""
+        return self.items_per_batch * self.accum_steps
+
+    def _check_layout(self, state: dict[str, Any], source: str) -> None:
+        """A mid-epoch state resumes only on the layout that wrote it; an epoch-end state on any layout.
+
+        In the middle of an epoch the data position is ``iter`` steps of ``items_per_step`` items on each of
+        ``world_size`` shards, and ``iter`` counts steps of that size in the lr schedule: on another world size or
+        batch, items would be repeated or skipped and the schedule would jump. At an epoch end the position is a
+        whole epoch: the next one is sharded afresh and the schedule (in epochs) continues where it was.
+        """
+        world, items = get_world_size(), self.items_per_step
+        saved_world = int(state.get("world_size", world))
+        saved_items = state.get("items_per_step") or _items_per_step_of(state.get("cfg"))
+        if saved_world == world and saved_items in (None, items):
+            return
+        saved = (
+            f"{saved_world} process(es) x {saved_items} items per step" if saved_items else f"{saved_world} process(es)"
+        )
+        saved_global = f" (global batch {saved_world * saved_items})" if saved_items else ""
+        here = f"{world} process(es) x {items} items per step (global batch {world * items})"
+        epoch, it = int(state["epoch"]), int(state["iter"])
+        if it > 0:
+            raise CheckpointError(
+                f"cannot resume {source} in the middle of epoch {epoch + 1} (iteration {it}) on another layout: it "
+                f"was written by {saved}{saved_global}, this run has {here}; finish that epoch with the saved "
+                "NUM_GPUS x NUM_SHARDS, TRAIN.BATCH_SIZE and TRAIN.GRAD_ACCUM_STEPS, then change them (a checkpoint "
+                "written at an epoch end resumes on any layout)"
+            )
+        logger.info(
+            "resuming at the start of epoch %d on another layout: %s%s before, %s now (lr scale and iterations per "
+            "epoch follow the new layout; the step counter continues)",
+            epoch + 1,
+            saved,
+            saved_global,
+            here,
+        )
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "the checkpoint") -> None:
+        """Restore everything :meth:`state_dict` saved, including this rank's RNG state.
+
+        Raises:
+            CheckpointError: a mid-epoch state written on another world size or batch per process (one line).
+        """
+        self._check_layout(state, source)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
