@@ -70,6 +70,11 @@ _C.TRAIN.AUTO_RESUME = True
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""
 # Precision: "fp32", "bf16" or "fp16" (fp16 uses a GradScaler; GPU only).
 _C.TRAIN.MIXED_PRECISION = "fp32"
+# float32 matmul precision (torch.set_float32_matmul_precision): "highest", "high" or "medium"; cuDNN convolutions
+# use TF32 unless "highest". "auto": "high" (TF32) on CUDA, "highest" on the CPU (mvit/engine/backends.py).
+_C.TRAIN.MATMUL_PRECISION = "auto"
+# cudnn.benchmark on CUDA (inputs have one size per job, so autotuning pays once); train and test jobs.
+_C.TRAIN.CUDNN_BENCHMARK = True
 # Optimizer steps accumulate this many micro-batches of TRAIN.BATCH_SIZE / NUM_GPUS / GRAD_ACCUM_STEPS items.
 _C.TRAIN.GRAD_ACCUM_STEPS = 1
 # Also write checkpoints/last.pyth every N optimizer steps (0: only at epoch ends).

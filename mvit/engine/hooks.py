@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
 import os
 import time
 from typing import Any, Optional, Protocol
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from ..checkpoint.state import LAST_NAME, atomic_copy, atomic_save, check_finite_weights
 from ..runtime import preemption
 from ..utils.distributed import is_main_process, synchronize
+from ..utils.rng import generator_state, load_generator_state
 from .evaluation import evaluate
 from .lr_schedule import LRSchedule
 from .plots import plot_curves
@@ -36,9 +38,17 @@ __all__ = [
     "ProgressBar",
     "SupervisedHook",
     "SupervisedTrainer",
+    "json_line",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """``record`` as one line of strict JSON: a non-finite number is written ``null`` (``json.dumps`` would write
+    ``Infinity`` / ``NaN``, which JSON parsers other than Python's reject)."""
+    clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+    return json.dumps(clean, allow_nan=False)
 
 
 class SupervisedTrainer(Protocol):
@@ -100,12 +110,14 @@ class EMA(SupervisedHook):
         self.ema.update(self.trainer.model, step=self.trainer.step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.ema.module.state_dict(), "sr_generator": self.ema._sr_generator.get_state()}
+        # timm keeps the stochastic-rounding generator on the EMA's device (CUDA on a GPU run): stored with its
+        # device kind so that a checkpoint resumes on the CPU or a GPU alike.
+        return {"model": self.ema.module.state_dict(), "sr_generator": generator_state(self.ema._sr_generator)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.ema.module.load_state_dict(state["model"])
         if "sr_generator" in state:
-            self.ema._sr_generator.set_state(state["sr_generator"])
+            load_generator_state(self.ema._sr_generator, state["sr_generator"])
 
 
 class EvalHook(SupervisedHook):
@@ -228,6 +240,7 @@ class MetricsWriter(SupervisedHook):
         self._tb = None
         self._tw = 0.0
         self._steps_in_window = 0
+        self._overflows_in_window = 0
 
     def before_train(self) -> None:
         if is_main_process() and self.tensorboard:
@@ -240,20 +253,26 @@ class MetricsWriter(SupervisedHook):
         if not is_main_process():
             return
         with open(self.jsonl, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json_line(record) + "\n")
         if self._tb is not None:
             split = record["split"]
             for key, value in record.items():
-                if key not in ("split", "epoch", "iter", "step") and isinstance(value, (int, float)):
+                if key in ("split", "epoch", "iter", "step") or not isinstance(value, (int, float)):
+                    continue
+                if math.isfinite(value):  # as in the JSON lines: no inf / NaN point in the curves
                     self._tb.add_scalar(f"{split}/{key}", value, step)
 
     def after_step(self) -> None:
         t = self.trainer
         self._steps_in_window += 1
+        self._overflows_in_window += t.storage.scaler_skipped
         if t.iter % self.period and t.iter != t.iters_per_epoch:
             return
         averages = t.storage.window_meter.averages()
         t.storage.window_meter.reset()
+        if self._overflows_in_window:  # fp16 steps whose update the GradScaler skipped (no grad_norm in the mean)
+            averages["overflow_steps"] = self._overflows_in_window
+            self._overflows_in_window = 0
         now = time.perf_counter()
         sec_per_step = (now - self._tw) / max(self._steps_in_window, 1)
         self._tw, self._steps_in_window = now, 0
@@ -285,6 +304,8 @@ class MetricsWriter(SupervisedHook):
         averages = t.storage.epoch_meter.averages()
         if t.storage.epoch_skipped_steps:  # non-finite losses skipped (TRAIN.NONFINITE_LOSS skip)
             averages["skipped_steps"] = t.storage.epoch_skipped_steps
+        if t.storage.epoch_overflow_steps:  # fp16 updates skipped by the GradScaler
+            averages["overflow_steps"] = t.storage.epoch_overflow_steps
         self._write({"split": "train_epoch", "epoch": done, "step": t.step, "lr": t.storage.lr, **averages}, t.step)
         for split, metrics in t.storage.latest_eval.items():
             self._write({"split": split, "epoch": done, "step": t.step, **metrics}, t.step)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -23,6 +22,7 @@ from ..utils.distributed import get_device, get_rank, get_world_size, is_main_pr
 from ..utils.logging import progress_enabled, setup_logging
 from ..utils.rng import derive_seed, seed_all
 from . import hooks as H
+from .backends import configure_backends
 from .batch import adopt_launcher_layout, batch_layout
 from .evaluation import evaluate
 from .trainer import ClassificationTrainer, amp_dtype_from_cfg
@@ -46,14 +46,15 @@ def _setup(cfg: CfgNode) -> torch.device:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     synchronize()
     setup_logging(cfg.OUTPUT_DIR, rank)
-    torch.backends.cudnn.benchmark = False
-    return get_device(cfg)
+    device = get_device(cfg)
+    configure_backends(cfg, device)
+    return device
 
 
 def _append_jsonl(cfg: CfgNode, record: dict[str, Any]) -> None:
     if is_main_process():
         with open(os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(H.json_line(record) + "\n")
 
 
 def _check_classes(cfg: CfgNode, dataset: Dataset, what: str) -> Optional[list[str]]:
@@ -143,7 +144,7 @@ def _train(cfg: CfgNode, build_model: Optional[ModelBuilder]) -> dict[str, Any]:
     )
     if resume is not None:
         path, state = resume
-        trainer.load_state_dict(state)  # restores the RNG states too: nothing random may run after this
+        trainer.load_state_dict(state, source=path)  # restores the RNG states too: nothing random may run after this
         trainer.storage.last_checkpoint = path
         logger.info("resumed from %s at epoch %d iteration %d", path, trainer.epoch, trainer.iter)
     trainer.train()

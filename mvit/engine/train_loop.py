@@ -32,7 +32,8 @@ class TrainerStorage:
 
     Attributes:
         lr: the base learning rate of the current step (set through the trainer's ``set_lr``).
-        last_values: scalars of the last step (``loss``, ``top1``, ``grad_norm``, ...), written by the trainer.
+        last_values: scalars of the last step (``loss``, ``top1``, ``grad_norm``, ...), written by the trainer;
+            host floats, except values left on the device to save a host read (``grad_norm``: a 0-d tensor).
         window_meter: running sums since the last log line (reset by the writer that logs them).
         epoch_meter: running sums of the current epoch (checkpointed, so that a resumed epoch's mean is whole).
         latest_eval: ``{split: metrics}`` of the evaluation after the current epoch, written by the evaluation
@@ -40,17 +41,21 @@ class TrainerStorage:
         step_skipped: the last step changed nothing (a non-finite loss skipped under ``TRAIN.NONFINITE_LOSS
             skip``): hooks that follow the weights (EMA) and the meters leave it out.
         skipped_steps, epoch_skipped_steps: steps skipped so far in the run and in the current epoch.
+        scaler_skipped: the last step's update was skipped by the fp16 GradScaler (a gradient overflowed; the
+            loss was finite): ``step_skipped`` is set too, and ``epoch_overflow_steps`` counts them.
         last_checkpoint: path of the newest complete checkpoint (written or resumed from), ``None`` before one.
     """
 
     lr: float = 0.0
-    last_values: dict[str, float] = field(default_factory=dict)
+    last_values: dict[str, Any] = field(default_factory=dict)
     window_meter: ScalarMeter = field(default_factory=ScalarMeter)
     epoch_meter: ScalarMeter = field(default_factory=ScalarMeter)
     latest_eval: dict[str, dict[str, float]] = field(default_factory=dict)
     step_skipped: bool = False
     skipped_steps: int = 0
     epoch_skipped_steps: int = 0
+    scaler_skipped: bool = False
+    epoch_overflow_steps: int = 0
     last_checkpoint: Optional[str] = None
 
 

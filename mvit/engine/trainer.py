@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
+import yaml
 from fvcore.common.config import CfgNode
 from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
@@ -17,13 +18,13 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint.state import STATE_FORMAT
 from ..data.loader import LoaderWorkerError, describe_worker_failure, loader_workers, shutdown_loader
-from ..errors import ConfigError, UserError
+from ..errors import CheckpointError, ConfigError, UserError
 from ..utils.distributed import all_gather_object, get_rank, get_world_size, is_distributed
 from ..utils.rng import capture_rng_state, restore_rng_state
 from .batch import mixup_pairs_samples
 from .evaluation import autocast_context
 from .lr_schedule import build_lr_schedule
-from .meters import topk_correct
+from .meters import topk_correct_counts
 from .mixup import BatchMixup
 from .optimizer import build_optimizer
 from .train_loop import TrainerBase
@@ -93,6 +94,15 @@ def build_criterion(cfg: CfgNode, soft_targets: bool) -> nn.Module:
     raise ConfigError(f"MODEL.LOSS_FUNC: unknown loss {name!r}; choose one of {', '.join(LOSS_FUNCS)}")
 
 
+def _items_per_step_of(cfg_text: Optional[str]) -> Optional[int]:
+    """Items per step and process of a config dump (files written before ``items_per_step`` was stored)."""
+    try:
+        node = yaml.safe_load(cfg_text or "") or {}
+        return int(node["TRAIN"]["BATCH_SIZE"]) // max(1, int(node["NUM_GPUS"]))
+    except (yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
+
+
 class ClassificationTrainer(TrainerBase):
     """One optimizer step = ``accum_steps`` micro-batches: forward under autocast, (scaled) backward, L2 gradient
     clipping, step. Targets are soft (mixup / cutmix + label smoothing, soft-target cross-entropy) when
@@ -128,6 +138,10 @@ class ClassificationTrainer(TrainerBase):
         self.lr_schedule = build_lr_schedule(cfg)
         self.amp_dtype = amp_dtype_from_cfg(cfg, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        # GradScaler.step skips optimizer.step when a gradient overflowed (fp16): a post-hook tells, without a
+        # host read of the scale, whether this step's update happened.
+        self._optimizer_stepped = False
+        self.optimizer.register_step_post_hook(self._count_optimizer_step)
         self.mixup = build_mixup(cfg)
         self.criterion = build_criterion(cfg, soft_targets=self.mixup is not None)
         self.clip = cfg.SOLVER.CLIP_GRAD_L2NORM
@@ -149,7 +163,7 @@ class ClassificationTrainer(TrainerBase):
         self._workers = loader_workers(self._data_iter)
         if self.iter == 0:
             self.storage.epoch_meter.reset()
-            self.storage.epoch_skipped_steps = 0
+            self.storage.epoch_skipped_steps = self.storage.epoch_overflow_steps = 0
 
     def release_data(self) -> None:
         # Persistent workers ignore SIGTERM (SLURM preemption): stop them now rather than at interpreter exit.
@@ -184,12 +198,8 @@ class ClassificationTrainer(TrainerBase):
     def _resume_hint(self) -> str:
         return self.storage.last_checkpoint or "no checkpoint yet"
 
-    def _finite_on_all_ranks(self, loss: torch.Tensor) -> bool:
-        # Every rank must take the same branch (backward or not), or the others wait in DDP's all-reduce forever.
-        flag = torch.isfinite(loss.detach()).all().to(torch.float32).reshape(1)
-        if is_distributed():
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item() > 0)
+    def _count_optimizer_step(self, *_args: Any) -> None:
+        self._optimizer_stepped = True
 
     def _nonfinite_step(self, value: float) -> None:
         """A step whose loss was not finite on some rank: stop, or count it as skipped (``TRAIN.NONFINITE_LOSS``)."""
@@ -225,14 +235,19 @@ class ClassificationTrainer(TrainerBase):
             )
 
     def run_step(self) -> None:
+        # Host reads of device values (each one stalls the CPU until the GPU has caught up): one per step, below,
+        # where the finiteness of the loss decides between stepping and skipping (``TRAIN.NONFINITE_LOSS``). It
+        # cannot move to the device: a stateful optimizer (AdamW's moments, step count, weight decay) is not left
+        # unchanged by stepping on zeroed gradients. The step's losses and top-1 counts come back in that same read;
+        # the gradient norm stays on the device, summed in the meters until a log line or an epoch end reads it.
+        # (fp16 adds GradScaler.step's own read of its inf check; DDP adds the preemption agreement's.)
         self.ddp_model.train()
-        self.storage.step_skipped = False
-        loss_sum = correct = rows = 0.0
-        bad_loss: Optional[float] = None
+        self.storage.step_skipped = self.storage.scaler_skipped = False
+        losses: list[torch.Tensor] = []
+        corrects: list[torch.Tensor] = []
+        sizes: list[int] = []
         for micro in range(self.accum_steps):
             inputs, labels, _ = next(self._data_iter)
-            if bad_loss is not None:
-                continue  # a skipped step still consumes its micro-batches: the data position stays exact
             inputs = inputs.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             targets = labels
@@ -244,36 +259,65 @@ class ClassificationTrainer(TrainerBase):
                 with autocast_context(self.device, self.amp_dtype):
                     logits = self.ddp_model(inputs)
                     loss = self.criterion(logits.float(), targets)
-                if not self._finite_on_all_ranks(loss):
-                    bad_loss = loss.item()  # this rank's value (finite when another rank's was not)
-                    continue
+                # Every micro-batch runs backward, finite or not (every rank the same, as DDP needs): the step is
+                # decided once, below, and a skipped step's gradients are dropped.
                 self.scaler.scale(loss / self.accum_steps).backward()
-            loss_sum += loss.item() * labels.shape[0]
-            rows += labels.shape[0]
+            losses.append(loss.detach())
+            sizes.append(labels.shape[0])
             if self.mixup is None:
-                correct += topk_correct(logits.detach(), labels, (1,))[0]
-        if bad_loss is not None:
+                corrects.append(topk_correct_counts(logits.detach(), labels, (1,))[0])
+        finite, loss_values, correct_values = self._read_step(losses, corrects)
+        if not finite:
             # No optimizer or scaler step: the weights, the optimizer state and the loss scale stay as they were.
             self.optimizer.zero_grad(set_to_none=True)
-            self._nonfinite_step(bad_loss)
+            bad = [v for v in loss_values if not math.isfinite(v)]
+            self._nonfinite_step(bad[0] if bad else 0.0)  # this rank's value (finite when another rank's was not)
             return
         self._skips_in_a_row = 0
         grad_norm = None
         if self.clip and self.clip > 0:
             self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self._optimizer_stepped = False
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if not self._optimizer_stepped:
+            # fp16 overflow: the scaler skipped the update and lowered the scale; the EMA skips it too, and the
+            # gradient norm (inf / NaN) stays out of the logs (the step is counted as ``overflow_steps``).
+            self.storage.step_skipped = self.storage.scaler_skipped = True
+            self.storage.epoch_overflow_steps += 1
+            grad_norm = None
 
-        values = {"loss": loss_sum / rows}
+        # The same float64 arithmetic, in the same order, as when each value was read on its own.
+        loss_sum = correct = rows = 0.0
+        for i, size in enumerate(sizes):
+            loss_sum += loss_values[i] * size
+            rows += size
+            if correct_values:
+                correct += correct_values[i]
+        values: dict[str, Any] = {"loss": loss_sum / rows}
         if self.mixup is None:
             values["top1"] = 100.0 * correct / rows
         if grad_norm is not None:
-            values["grad_norm"] = float(grad_norm)
+            values["grad_norm"] = grad_norm.detach()  # a device scalar: the meters read it per log window
         self.storage.last_values = values
         for meter in (self.storage.window_meter, self.storage.epoch_meter):
             meter.update(int(rows), **values)
+
+    def _read_step(
+        self, losses: list[torch.Tensor], corrects: list[torch.Tensor]
+    ) -> tuple[bool, list[float], list[float]]:
+        """The step's one host read: whether every loss was finite on every rank, this rank's micro-batch losses and
+        top-1 counts."""
+        # Every rank must take the same branch (step or skip), or the others wait in DDP's all-reduce forever.
+        flag = torch.stack([torch.isfinite(loss).all() for loss in losses]).all().to(torch.float32).reshape(1)
+        if is_distributed():
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        read = torch.cat([flag.double(), torch.stack(losses).double(), *[c.double().reshape(1) for c in corrects]])
+        values = read.tolist()
+        n = len(losses)
+        return values[0] > 0, values[1 : 1 + n], values[1 + n :]
 
     # ------------------------------------------------------------------ state
     def state_dict(self, epoch_done: bool = False) -> dict[str, Any]:
@@ -288,22 +332,67 @@ class ClassificationTrainer(TrainerBase):
             "scaler": self.scaler.state_dict(),
             "hooks": self.hooks_state_dict(),
             "rng": rng,
-            "meters": {"sums": dict(self.storage.epoch_meter.sums), "counts": dict(self.storage.epoch_meter.counts)}
-            if not epoch_done
-            else {},
+            "meters": self.storage.epoch_meter.state_dict() if not epoch_done else {},
             "metrics": self.storage.latest_eval,
             "skipped_steps": {
                 "total": self.storage.skipped_steps,
                 "epoch": 0 if epoch_done else self.storage.epoch_skipped_steps,
                 "in_a_row": self._skips_in_a_row,
+                "overflow_epoch": 0 if epoch_done else self.storage.epoch_overflow_steps,
             },
             "cfg": self.cfg.dump(),
             "class_names": self.class_names,
             "world_size": get_world_size(),
+            "items_per_step": self.items_per_step,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore everything :meth:`state_dict` saved, including this rank's RNG state."""
+    @property
+    def items_per_step(self) -> int:
+        """Dataset items of one optimizer step on this process (the unit of the sampler's skip on resume)."""
+        return self.items_per_batch * self.accum_steps
+
+    def _check_layout(self, state: dict[str, Any], source: str) -> None:
+        """A mid-epoch state resumes only on the layout that wrote it; an epoch-end state on any layout.
+
+        In the middle of an epoch the data position is ``iter`` steps of ``items_per_step`` items on each of
+        ``world_size`` shards, and ``iter`` counts steps of that size in the lr schedule: on another world size or
+        batch, items would be repeated or skipped and the schedule would jump. At an epoch end the position is a
+        whole epoch: the next one is sharded afresh and the schedule (in epochs) continues where it was.
+        """
+        world, items = get_world_size(), self.items_per_step
+        saved_world = int(state.get("world_size", world))
+        saved_items = state.get("items_per_step") or _items_per_step_of(state.get("cfg"))
+        if saved_world == world and saved_items in (None, items):
+            return
+        saved = (
+            f"{saved_world} process(es) x {saved_items} items per step" if saved_items else f"{saved_world} process(es)"
+        )
+        saved_global = f" (global batch {saved_world * saved_items})" if saved_items else ""
+        here = f"{world} process(es) x {items} items per step (global batch {world * items})"
+        epoch, it = int(state["epoch"]), int(state["iter"])
+        if it > 0:
+            raise CheckpointError(
+                f"cannot resume {source} in the middle of epoch {epoch + 1} (iteration {it}) on another layout: it "
+                f"was written by {saved}{saved_global}, this run has {here}; finish that epoch with the saved "
+                "NUM_GPUS x NUM_SHARDS, TRAIN.BATCH_SIZE and TRAIN.GRAD_ACCUM_STEPS, then change them (a checkpoint "
+                "written at an epoch end resumes on any layout)"
+            )
+        logger.info(
+            "resuming at the start of epoch %d on another layout: %s%s before, %s now (lr scale and iterations per "
+            "epoch follow the new layout; the step counter continues)",
+            epoch + 1,
+            saved,
+            saved_global,
+            here,
+        )
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "the checkpoint") -> None:
+        """Restore everything :meth:`state_dict` saved, including this rank's RNG state.
+
+        Raises:
+            CheckpointError: a mid-epoch state written on another world size or batch per process (one line).
+        """
+        self._check_layout(state, source)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
@@ -318,6 +407,7 @@ class ClassificationTrainer(TrainerBase):
         self.storage.skipped_steps = int(skipped.get("total", 0))
         self.storage.epoch_skipped_steps = int(skipped.get("epoch", 0))
         self._skips_in_a_row = int(skipped.get("in_a_row", 0))
+        self.storage.epoch_overflow_steps = int(skipped.get("overflow_epoch", 0))
         rng = state.get("rng") or []
         if len(rng) == get_world_size():
             restore_rng_state(rng[get_rank()])
