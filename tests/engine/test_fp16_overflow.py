@@ -9,7 +9,7 @@ from unittest import mock
 import torch
 
 from mvit.engine import hooks as H
-from mvit.engine.data import build_loader
+from mvit.data import build_loader
 from mvit.engine.train_loop import HookBase
 from mvit.engine.trainer import ClassificationTrainer
 from mvit.utils.rng import seed_all

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mvit.engine import hooks as H
-from mvit.engine.data import SeededDataset
+from mvit.data import SeededDataset
 from mvit.utils.rng import capture_rng_state, forked_rng, restore_rng_state
 
 from .conftest import NoisyImages, TinyNet

@@ -14,7 +14,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from mvit.engine import hooks as H
-from mvit.engine.data import build_loader
+from mvit.data import build_loader
 from mvit.engine.trainer import ClassificationTrainer
 from mvit.utils.rng import seed_all
 

@@ -62,8 +62,8 @@ def test_training_step_keeps_every_tensor_on_the_device(monkeypatch):
     """ClassificationTrainer.run_step with mixup (soft targets), 2 micro-batches and L2 clipping, model on the meta
     device standing in for a GPU: every op's tensors stay on the device except the loader's host-to-device copies.
 
-    Mocked: ``Tensor.item`` / ``float()`` of a meta tensor answer 1.0 (the trainer's finite check, loss and grad-norm
-    logging read values a meta tensor has not). Fake CUDA cannot run this step: no backward (see conftest).
+    Mocked: ``Tensor.item`` / ``float()`` / ``tolist()`` of a meta tensor answer 1.0 (the trainer's one read per step
+    and the grad-norm logging read values a meta tensor has not). Fake CUDA cannot run this step: no backward (see conftest).
     """
     cfg = small_cfg(**{"MIXUP.ENABLE": True, "SOLVER.CLIP_GRAD_L2NORM": 1.0, "MODEL.NUM_CLASSES": 3})
     with torch.device("meta"):
@@ -71,13 +71,18 @@ def test_training_step_keeps_every_tensor_on_the_device(monkeypatch):
     dataset = [(torch.randn(3, 32, 32), i % 3, i) for i in range(8)]
     loader = build_loader(dataset, batch_size=2, train=True, seed=0)
     trainer = ClassificationTrainer(cfg, model, loader, device=torch.device("meta"), items_per_batch=2, accum_steps=2)
-    real_item, real_float = torch.Tensor.item, torch.Tensor.__float__
+    real_item, real_float, real_tolist = torch.Tensor.item, torch.Tensor.__float__, torch.Tensor.tolist
 
     def value(t, real):
         return 1.0 if t.device.type == "meta" else real(t)
 
     monkeypatch.setattr(torch.Tensor, "item", lambda t: value(t, real_item))
     monkeypatch.setattr(torch.Tensor, "__float__", lambda t: value(t, real_float))
+
+    def ones(shape):  # nested lists as tolist() gives, built without a tensor op (the check mode sees those)
+        return [ones(shape[1:]) for _ in range(shape[0])] if shape else 1.0
+
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: ones(t.shape) if t.device.type == "meta" else real_tolist(t))
     trainer.start_epoch()
     trainer._data_iter = iter([next(trainer._data_iter) for _ in range(2)])  # loaded (on the CPU) before the check
     step = mock.patch.object(trainer.optimizer, "step", wraps=trainer.optimizer.step)
