@@ -8,8 +8,8 @@ from unittest import mock
 
 import torch
 
-from mvit.engine import hooks as H
 from mvit.data import build_loader
+from mvit.engine import hooks as H
 from mvit.engine.train_loop import HookBase
 from mvit.engine.trainer import ClassificationTrainer
 from mvit.utils.rng import seed_all

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from mvit.engine import hooks as H
 from mvit.data import SeededDataset
+from mvit.engine import hooks as H
 from mvit.utils.rng import capture_rng_state, forked_rng, restore_rng_state
 
 from .conftest import NoisyImages, TinyNet

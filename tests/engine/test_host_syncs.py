@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from mvit.engine import hooks as H
 from mvit.data import build_loader
+from mvit.engine import hooks as H
 from mvit.engine.trainer import ClassificationTrainer
 from mvit.utils.rng import seed_all
 

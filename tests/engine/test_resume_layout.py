@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from mvit.checkpoint.state import CheckpointError, find_resume_checkpoint
-from mvit.engine import hooks as H
-from mvit.runtime import preemption
-from mvit.engine import trainer as trainer_module
 from mvit.data import build_loader
+from mvit.engine import hooks as H
+from mvit.engine import trainer as trainer_module
 from mvit.engine.train_loop import HookBase
 from mvit.engine.trainer import ClassificationTrainer
 from mvit.errors import run_cli
+from mvit.runtime import preemption
 from mvit.utils.rng import seed_all
 
 from .conftest import NoisyImages, TinyNet, small_cfg
