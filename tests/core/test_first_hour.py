@@ -1,0 +1,78 @@
+"""A newcomer's first hour (issue 20, section 4): documented commands run as written, lossless config values are
+accepted, a typo gets a "did you mean", and the tools' defaults fit the machine and the output."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from mvit.config import load_config
+from mvit.errors import ConfigError, report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tool(name: str):
+    """A script of tools/ as a module (they are importable by path, not installed)."""
+    spec = importlib.util.spec_from_file_location(f"_first_hour_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def extensions():
+    from mvit.runtime.projects import load_projects
+
+    return load_projects(("projects.classification", "projects.video"))[1]
+
+
+def _error(fn, *args, **kwargs) -> str:
+    with pytest.raises(ConfigError) as info:
+        fn(*args, **kwargs)
+    return report(info.value)
+
+
+# ------------------------------------------------------------------------------ 1. lossless values are accepted
+def test_documented_fine_tune_line_loads_as_written(extensions):
+    readme = (ROOT / "projects/classification/README.md").read_text()
+    section = readme.split("## Fine-tune", 1)[1]
+    command = re.search(r"```bash\n(python tools/run_net\.py.*?)\n```", section, re.S).group(1).replace("\\\n", " ")
+    argv = shlex.split(command)[2:]
+    assert "SOLVER.WARMUP_EPOCHS" in argv  # the int the float key used to refuse
+    args = _tool("run_net").parse_args(argv)
+    cfg = load_config(str(ROOT / args.cfg_files[0]), args.opts, extensions=extensions)
+    assert cfg.SOLVER.WARMUP_EPOCHS == 5.0 and type(cfg.SOLVER.WARMUP_EPOCHS) is float
+    assert cfg.MODEL.NUM_CLASSES == 102 and cfg.SOLVER.LAYER_DECAY == 0.75
+
+
+def test_int_for_a_float_key_and_other_lossless_widenings(tmp_path, extensions):
+    cfg = load_config(None, ["DATA.MAX_FAILED_FRACTION", "0", "DATA.MEAN", "(0, 1, 1)", "OUTPUT_DIR", "2024"],
+                      extensions=extensions)  # fmt: skip
+    assert cfg.DATA.MAX_FAILED_FRACTION == 0.0 and type(cfg.DATA.MAX_FAILED_FRACTION) is float
+    assert cfg.DATA.MEAN == [0.0, 1.0, 1.0] and all(type(v) is float for v in cfg.DATA.MEAN)
+    assert cfg.OUTPUT_DIR == "2024"  # the text typed, not yacs' int
+    path = tmp_path / "ints.yaml"
+    path.write_text("SOLVER:\n  WARMUP_EPOCHS: 5\nDATA:\n  STD: [1, 1, 1]\nOUTPUT_DIR: '2024'\n")
+    cfg = load_config(str(path))
+    assert type(cfg.SOLVER.WARMUP_EPOCHS) is float and cfg.DATA.STD == [1.0, 1.0, 1.0] and cfg.OUTPUT_DIR == "2024"
+
+
+def test_a_real_mismatch_names_the_key_and_the_type_in_words(tmp_path):
+    assert _error(load_config, None, ["SOLVER.WARMUP_EPOCHS", "five"]) == (
+        "command-line override: SOLVER.WARMUP_EPOCHS expects a number (float), got 'five' (a string)"
+    )
+    # Never narrowed: a float for an int, a number for a bool.
+    assert "SOLVER.MAX_EPOCH expects an integer, got 5.5 (a float)" in _error(
+        load_config, None, ["SOLVER.MAX_EPOCH", "5.5"]
+    )
+    assert "TRAIN.ENABLE expects True or False, got 1 (an integer)" in _error(load_config, None, ["TRAIN.ENABLE", "1"])
+    path = tmp_path / "bad.yaml"
+    path.write_text("SOLVER:\n  BASE_LR: 0.1\n  WARMUP_EPOCHS: [5]\n")
+    assert (
+        _error(load_config, str(path)) == f"{path}:3: SOLVER.WARMUP_EPOCHS expects a number (float), got [5] (a list)"
+    )
