@@ -15,6 +15,7 @@ from .checkpoint import load_checkpoint
 from .checkpoint.pretrained import load_pretrained
 from .config import load_config
 from .config.arch import config_from_cfg
+from .config.hints import close_config_files, did_you_mean
 from .errors import ConfigError
 from .models.config import MViTConfig
 from .models.mvit import MViT
@@ -53,10 +54,12 @@ def resolve_config(spec: ModelSpec, **overrides: Any) -> MViTConfig:
             except ConfigError as err:
                 raise ConfigError(f"{text}: {err}") from None
         elif not is_model(text) and (text.endswith((".yaml", ".yml")) or os.path.sep in text or "/" in text):
-            raise ConfigError(f"config file not found: {text}")
+            raise ConfigError(f"config file not found: {text}{did_you_mean(close_config_files(text))}")
         elif is_weights(text):  # a release: its zoo model with the release's head and class token
             weights = get_weights(text)
             config = model_info(weights.arch).build_config().replace(**weights.overrides)
+        elif is_model(_arch(text)) and text != _arch(text):
+            get_weights(text)  # "mvitv2_t.fb_in1kk": an unknown tag of a zoo model, with the closest tags
         else:
             config = model_info(text).build_config()  # an unknown name raises, with the closest names
     else:

@@ -35,6 +35,7 @@ from .foreign_keys import (
     ForeignKey,
     find_foreign_key,
 )
+from .hints import close_config_files, close_keys, did_you_mean
 from .values import widen
 
 __all__ = [
@@ -144,7 +145,7 @@ def _read_yaml(path: str, lines: Dict[str, str], chain: Tuple[str, ...] = ()) ->
         raise ConfigError(f"{path}: _BASE_ cycle: {' -> '.join(chain + (path,))}")
     if not os.path.isfile(path):
         where = f" (the _BASE_ of {chain[-1]})" if chain else ""
-        raise ConfigError(f"config file not found: {path}{where}")
+        raise ConfigError(f"config file not found: {path}{where}{did_you_mean(close_config_files(path))}")
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -260,7 +261,8 @@ def merge_config_file(cfg: CfgNode, path: str, state: ForeignKeys) -> None:
     except (KeyError, ValueError, AssertionError, TypeError) as err:
         text = report(err)
         key = text.rsplit(" ", 1)[-1] if text.startswith(("Non-existent config key", "Type mismatch")) else ""
-        raise ConfigError(f"{lines.get(key, path)}: {text}") from None
+        hint = did_you_mean(close_keys(cfg, key)) if text.startswith("Non-existent") else ""
+        raise ConfigError(f"{lines.get(key, path)}: {text}{hint}") from None
 
 
 def _widen(cfg: CfgNode, key: str, value: Any, typed: Any, where: str) -> Any:
@@ -312,7 +314,9 @@ def merge_overrides(cfg: CfgNode, opts: Sequence[str], state: ForeignKeys) -> No
     try:
         cfg.merge_from_list(pairs)
     except (KeyError, ValueError, AssertionError, TypeError) as err:
-        raise ConfigError(f"{_COMMAND_LINE}: {report(err)}") from None
+        text = report(err)
+        hint = did_you_mean(close_keys(cfg, text.rsplit(" ", 1)[-1])) if text.startswith("Non-existent") else ""
+        raise ConfigError(f"{_COMMAND_LINE}: {text}{hint}") from None
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import mvit
 from mvit.config import load_config
 from mvit.errors import ConfigError, report
 
@@ -75,4 +76,42 @@ def test_a_real_mismatch_names_the_key_and_the_type_in_words(tmp_path):
     path.write_text("SOLVER:\n  BASE_LR: 0.1\n  WARMUP_EPOCHS: [5]\n")
     assert (
         _error(load_config, str(path)) == f"{path}:3: SOLVER.WARMUP_EPOCHS expects a number (float), got [5] (a list)"
+    )
+
+
+# ------------------------------------------------------------------------------------------- 2. did you mean
+def test_unknown_key_gets_the_close_keys(tmp_path):
+    assert _error(load_config, None, ["SOLVER.WARMUP_EPOCH", "5"]).startswith(
+        "command-line override: Non-existent key: SOLVER.WARMUP_EPOCH (did you mean SOLVER.WARMUP_EPOCHS"
+    )
+    assert _error(load_config, None, ["SOLVR.BASE_LR", "1"]).endswith("(did you mean SOLVER.BASE_LR?)")
+    assert _error(load_config, None, ["SOLVER.MEAN", "1"]).endswith("(did you mean DATA.MEAN?)")  # wrong section
+    path = tmp_path / "typo.yaml"
+    path.write_text("SOLVER:\n  BASE_LR: 0.1\n  WARMUP_EPOCH: 5\n")
+    assert _error(load_config, str(path)).startswith(
+        f"{path}:3: Non-existent config key: SOLVER.WARMUP_EPOCH (did you mean SOLVER.WARMUP_EPOCHS"
+    )
+
+
+def test_missing_config_file_and_base_get_the_close_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert _error(load_config, "configs/IN1K/MVITv2_b.yaml") == (
+        "config file not found: configs/IN1K/MVITv2_b.yaml (did you mean configs/IN1K/MVITv2_B.yaml?)"
+    )
+    (tmp_path / "base_model.yaml").write_text("SOLVER:\n  BASE_LR: 0.1\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("_BASE_: base_modle.yaml\n")
+    assert _error(load_config, str(child)).endswith(
+        f"(the _BASE_ of {child}) (did you mean {tmp_path / 'base_model.yaml'}?)"
+    )
+    assert _error(load_config, str(tmp_path / "zzz.yaml")) == f"config file not found: {tmp_path / 'zzz.yaml'}"
+
+
+def test_unknown_zoo_name_and_tag_get_the_close_names():
+    assert "unknown model 'mvitv2_tt'; did you mean mvitv2_t" in _error(mvit.create_model, "mvitv2_tt")
+    assert "MVIT.ARCH: unknown model 'mvitv2_tt'; did you mean mvitv2_t" in _error(
+        load_config, None, ["MVIT.ARCH", "mvitv2_tt"]
+    )
+    assert "unknown weights 'mvitv2_t.fb_in1kk'; did you mean mvitv2_t.fb_in1k" in _error(
+        mvit.create_model, "mvitv2_t.fb_in1kk"
     )
