@@ -12,7 +12,7 @@ import pytest
 
 import mvit
 from mvit.config import load_config
-from mvit.errors import ConfigError, report
+from mvit.errors import ConfigError, UserError, report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,3 +115,34 @@ def test_unknown_zoo_name_and_tag_get_the_close_names():
     assert "unknown weights 'mvitv2_t.fb_in1kk'; did you mean mvitv2_t.fb_in1k" in _error(
         mvit.create_model, "mvitv2_t.fb_in1kk"
     )
+
+
+# ------------------------------------------------------------------------------ 4. export names its weights
+DIGITS = ROOT / "configs/DEMO/MVITv2_digits.yaml"
+
+
+def test_export_without_weights_names_the_three_options_before_anything(tmp_path):
+    export = _tool("export")
+    with pytest.raises(UserError) as info:
+        export.main(["mvitv2_t", "--out", str(tmp_path / "out")])
+    assert report(info.value) == "which weights? give --checkpoint FILE, --pretrained [TAG] or --random-weights"
+    assert not (tmp_path / "out").exists()  # refused before the output folder or the model
+    with pytest.raises(UserError, match="one source of weights, not --checkpoint and --random-weights"):
+        export.main(["mvitv2_t", "--checkpoint", "x.pyth", "--random-weights", "--out", str(tmp_path)])
+    with pytest.raises(UserError, match="--name 'a/b': a file name without folders"):
+        export.main(["mvitv2_t", "--random-weights", "--name", "a/b", "--out", str(tmp_path)])
+
+
+def test_export_names_outputs_after_the_run_or_the_model(tmp_path, monkeypatch):
+    import torch
+
+    export, written = _tool("export"), []
+    monkeypatch.setattr(
+        export, "export_onnx", lambda model, path, *a, **k: written.append(path.name) or path.touch() or path
+    )
+    torch.save(mvit.create_model(str(DIGITS)).state_dict(), tmp_path / "fitted.pth")
+    common = ["--formats", "onnx", "--no-check", "--out", str(tmp_path)]
+    export.main([str(DIGITS), "--random-weights", *common])
+    export.main([str(DIGITS), "--random-weights", "--name", "trial", *common])
+    export.main([str(DIGITS), "--checkpoint", str(tmp_path / "fitted.pth"), *common])
+    assert written == ["MVITv2_digits.onnx", "trial.onnx", "fitted.onnx"]
