@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 
 import mvit
 from mvit.config import load_config
@@ -134,8 +135,6 @@ def test_export_without_weights_names_the_three_options_before_anything(tmp_path
 
 
 def test_export_names_outputs_after_the_run_or_the_model(tmp_path, monkeypatch):
-    import torch
-
     export, written = _tool("export"), []
     monkeypatch.setattr(
         export, "export_onnx", lambda model, path, *a, **k: written.append(path.name) or path.touch() or path
@@ -146,3 +145,53 @@ def test_export_names_outputs_after_the_run_or_the_model(tmp_path, monkeypatch):
     export.main([str(DIGITS), "--random-weights", "--name", "trial", *common])
     export.main([str(DIGITS), "--checkpoint", str(tmp_path / "fitted.pth"), *common])
     assert written == ["MVITv2_digits.onnx", "trial.onnx", "fitted.onnx"]
+
+
+# ------------------------------------------------------------------ 6. checkpoints: the CLI's way, stored configs
+def test_strict_load_hint_says_the_command_line_way(tmp_path, make_tiny):
+    from mvit.checkpoint import CheckpointError, load_checkpoint
+
+    path = tmp_path / "five.pth"
+    torch.save(make_tiny(num_classes=5).state_dict(), path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(make_tiny(num_classes=10), str(path))
+    text = report(info.value)
+    assert (
+        "Its head has 5 classes, the model's 10: build the model with 5 (MODEL.NUM_CLASSES 5 on the command line"
+        in text
+    )
+    assert "--set num_classes=5 where a tool has --set, num_classes=5 in Python" in text
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(make_tiny(embed_dim=32), str(path))
+    assert "Is it another architecture? Name the one it was trained with (the run's config.yaml as --cfg" in report(
+        info.value
+    )
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_create_model_from_a_weights_file_of_this_project(tmp_path, make_tiny, suffix):
+    from mvit.checkpoint import save_weights
+
+    model = make_tiny(num_classes=7)
+    path = str(tmp_path / f"w{suffix}")
+    save_weights(model, path)
+    loaded = mvit.create_model(path)
+    assert loaded.config == model.config
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    # Overrides make it a fine-tuning load: the head of another size is left new.
+    assert mvit.create_model(path, num_classes=3).config.num_classes == 3
+
+
+def test_create_model_from_a_training_checkpoint_and_a_foreign_file(tmp_path, make_tiny):
+    cfg = load_config(str(DIGITS))
+    model = mvit.create_model(cfg)
+    state = {"format": "mvit-train-state", "version": 1, "epoch": 1, "iter": 0, "step": 3}
+    torch.save({**state, "model": model.state_dict(), "cfg": cfg.dump()}, tmp_path / "last.pyth")
+    loaded = mvit.create_model(str(tmp_path / "last.pyth"))
+    assert loaded.config == model.config
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    torch.save(make_tiny().state_dict(), tmp_path / "foreign.pth")
+    assert _error(mvit.create_model, str(tmp_path / "foreign.pth")) == (
+        f"{tmp_path / 'foreign.pth'}: holds weights without a model config (not written by this project); name the "
+        f"architecture: create_model(<zoo name or yaml>, checkpoint={str(tmp_path / 'foreign.pth')!r})"
+    )
