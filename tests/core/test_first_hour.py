@@ -195,3 +195,11 @@ def test_create_model_from_a_training_checkpoint_and_a_foreign_file(tmp_path, ma
         f"{tmp_path / 'foreign.pth'}: holds weights without a model config (not written by this project); name the "
         f"architecture: create_model(<zoo name or yaml>, checkpoint={str(tmp_path / 'foreign.pth')!r})"
     )
+
+
+# ------------------------------------------------------------------------- 7. convert makes its output folder
+def test_convert_checkpoint_creates_the_output_folder(tmp_path, make_tiny):
+    torch.save(make_tiny().state_dict(), tmp_path / "src.pth")
+    dst = tmp_path / "new" / "folder" / "dst.safetensors"
+    assert _tool("convert_checkpoint").main([str(tmp_path / "src.pth"), str(dst)]) == 0
+    assert set(mvit.checkpoint.read_checkpoint(str(dst))["model"]) == set(make_tiny().state_dict())
