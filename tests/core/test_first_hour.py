@@ -4,8 +4,11 @@ accepted, a typo gets a "did you mean", and the tools' defaults fit the machine 
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
 import re
 import shlex
+import warnings
 from pathlib import Path
 
 import pytest
@@ -203,3 +206,18 @@ def test_convert_checkpoint_creates_the_output_folder(tmp_path, make_tiny):
     dst = tmp_path / "new" / "folder" / "dst.safetensors"
     assert _tool("convert_checkpoint").main([str(tmp_path / "src.pth"), str(dst)]) == 0
     assert set(mvit.checkpoint.read_checkpoint(str(dst))["model"]) == set(make_tiny().state_dict())
+
+
+# ------------------------------------------------------------------ 8. workers and output fit the machine
+def test_loader_workers_are_capped_at_the_cpus_this_process_may_use(caplog):
+    from mvit.data.loader import build_loader
+
+    cpus = len(os.sched_getaffinity(0))
+    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="mvit.data.loader"):
+        warnings.simplefilter("error")  # torch's "Our suggested max number of worker ..." UserWarning
+        loader = build_loader(list(range(8)), batch_size=2, train=False, seed=0, num_workers=cpus + 2)
+        assert loader.num_workers == cpus
+        assert build_loader(list(range(8)), batch_size=2, train=False, seed=0, num_workers=1).num_workers == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"DATA_LOADER.NUM_WORKERS {cpus + 2} lowered to {cpus}: the CPUs this process may use"
+    ]
