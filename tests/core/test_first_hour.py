@@ -4,12 +4,15 @@ accepted, a typo gets a "did you mean", and the tools' defaults fit the machine 
 from __future__ import annotations
 
 import importlib.util
+import io
 import logging
 import os
 import re
 import shlex
+import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -25,6 +28,7 @@ def _tool(name: str):
     """A script of tools/ as a module (they are importable by path, not installed)."""
     spec = importlib.util.spec_from_file_location(f"_first_hour_{name}", ROOT / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses of the script look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -221,3 +225,34 @@ def test_loader_workers_are_capped_at_the_cpus_this_process_may_use(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         f"DATA_LOADER.NUM_WORKERS {cpus + 2} lowered to {cpus}: the CPUs this process may use"
     ]
+
+
+# -------------------------------------------------------------------------- 9. benchmark and model_info
+def test_benchmark_models_take_zoo_names_and_short_keys():
+    benchmark = _tool("benchmark")
+    assert benchmark.parse_args(["--models", "mvitv2_t", "s", "mvitv2_s_16x4"]).models == ["t", "s", "video_s"]
+    with pytest.raises(UserError) as info:
+        benchmark.parse_args(["--models", "mvitv2_tt"])
+    assert "argument --models: unknown model 'mvitv2_tt'; did you mean mvitv2_t" in report(info.value)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_zoo_table_says_it_takes_minutes_and_shows_progress(monkeypatch):
+    model_info = _tool("model_info")
+    # Building and FLOP counting are tested on their own: here the table's progress.
+    monkeypatch.setattr(model_info, "MViT", lambda config: SimpleNamespace(config=config))
+    monkeypatch.setattr(model_info, "count", lambda model: (1, 2.0, {}))
+    stream = _Terminal()
+    table = model_info.zoo_table(["mvitv2_t"], stream=stream)
+    assert table.splitlines()[-1].startswith("| `mvitv2_t` | 224x224 | 1 | 2.000 |")
+    text = stream.getvalue()
+    assert text.startswith("building and counting the FLOPs of 1 zoo models: this takes minutes\n")
+    assert "zoo table: 100%" in text and "1/1" in text  # tqdm's bar, on a terminal
+    quiet = io.StringIO()  # not a terminal: the rows, no bar
+    model_info.zoo_table(["mvitv2_t"], stream=quiet)
+    assert "zoo table:" not in quiet.getvalue() and "| `mvitv2_t` |" in quiet.getvalue()
+    assert "takes minutes" in model_info.__doc__
