@@ -11,18 +11,22 @@ from typing import Any, Optional, Union
 import torch
 from fvcore.common.config import CfgNode
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint
 from .checkpoint.hf_hub import HF_PREFIX
 from .checkpoint.pretrained import load_pretrained
 from .config import load_config
 from .config.arch import config_from_cfg
-from .errors import ConfigError
+from .config.hints import close_config_files, did_you_mean
+from .errors import ConfigError, report
 from .models.config import MViTConfig
 from .models.mvit import MViT
 from .models.weights import Weights, get_weights, is_weights, list_weights
 from .models.zoo import is_model, model_info
 
-__all__ = ["ModelSpec", "create_model", "resolve_config"]
+__all__ = ["ModelSpec", "create_model", "resolve_config", "stored_config"]
+
+# Weights files whose model config this project stores (see :func:`stored_config`).
+CHECKPOINT_SUFFIXES = (".pyth", ".pth", ".pt", ".safetensors")
 
 ModelSpec = Union[str, os.PathLike, MViTConfig, CfgNode]
 
@@ -33,8 +37,9 @@ def resolve_config(spec: ModelSpec, **overrides: Any) -> MViTConfig:
     Args:
         spec: a zoo name (``mvit.list_models()``), a weights tag (``mvit.models.weights.list_weights()``: the
             zoo model as released, e.g. with a 21k-class head), the path of an experiment yaml, an :class:`MViTConfig`
-            (copied), or an experiment config ``cfg`` (fvcore ``CfgNode``). A zoo name wins over a file of
-            the same name.
+            (copied), an experiment config ``cfg`` (fvcore ``CfgNode``), or a checkpoint this project wrote
+            (``.pyth`` / ``.pth`` / ``.pt`` / ``.safetensors``: the architecture stored in it, see
+            :func:`stored_config`). A zoo name wins over a file of the same name.
         **overrides: :class:`MViTConfig` fields, e.g. ``num_classes=10``.
 
     Raises:
@@ -47,17 +52,21 @@ def resolve_config(spec: ModelSpec, **overrides: Any) -> MViTConfig:
         config = config_from_cfg(spec)
     elif isinstance(spec, (str, os.PathLike)):
         text = os.fspath(spec)
-        if not is_model(text) and os.path.isfile(text):
+        if _is_checkpoint_path(text):
+            config = stored_config(text)
+        elif not is_model(text) and os.path.isfile(text):
             cfg = load_config(text, allow_unknown_keys=True)
             try:
                 config = config_from_cfg(cfg)
             except ConfigError as err:
                 raise ConfigError(f"{text}: {err}") from None
         elif not is_model(text) and (text.endswith((".yaml", ".yml")) or os.path.sep in text or "/" in text):
-            raise ConfigError(f"config file not found: {text}")
+            raise ConfigError(f"config file not found: {text}{did_you_mean(close_config_files(text))}")
         elif is_weights(text):  # a release: its zoo model with the release's head and class token
             weights = get_weights(text)
             config = model_info(weights.arch).build_config().replace(**weights.overrides)
+        elif is_model(_arch(text)) and text != _arch(text):
+            get_weights(text)  # "mvitv2_t.fb_in1kk": an unknown tag of a zoo model, with the closest tags
         else:
             config = model_info(text).build_config()  # an unknown name raises, with the closest names
     else:
@@ -78,7 +87,8 @@ def create_model(
     Args:
         spec: e.g. "mvitv2_t", "mvitv2_b.fb_in21k" (a weights tag: the zoo model with that release's head and
             class token), "configs/IN1K/MVITv2_B.yaml", ``MViTConfig(...)`` or a ``cfg`` from
-            :func:`mvit.config.load_config` (see :func:`resolve_config`).
+            :func:`mvit.config.load_config`, or a checkpoint this project wrote ("runs/x/checkpoints/last.pyth":
+            its stored architecture, its weights loaded strictly; see :func:`resolve_config`).
         pretrained: ``True`` loads the released weights of ``spec`` (its tag, or the zoo model's default
             release, see :func:`mvit.models.weights.list_weights`); a tag string names the release;
             ``"hf-hub:timm/mvitv2_tiny.fb_in1k"`` takes the same release from timm's safetensors copy on the
@@ -105,13 +115,44 @@ def create_model(
         raise ConfigError("create_model: pass either pretrained= or checkpoint=, not both")
     if weights is not None:
         spec = weights.tag
-    strict = checkpoint is not None or (weights is not None and not overrides)
+    # A checkpoint written by this project names its architecture: build that, then load the file itself.
+    from_file = checkpoint is None and isinstance(spec, (str, os.PathLike)) and _is_checkpoint_path(os.fspath(spec))
+    if from_file:
+        checkpoint = os.fspath(spec)
+    strict = (checkpoint is not None and not (from_file and overrides)) or (weights is not None and not overrides)
     model = _build(resolve_config(spec, **overrides), skip_init=strict)
     if weights is not None:
         load_pretrained(model, weights, strict=strict, progress=progress, source=source)
     elif checkpoint is not None:
-        load_checkpoint(model, checkpoint, strict=True)
+        load_checkpoint(model, checkpoint, strict=strict)
     return model
+
+
+def _is_checkpoint_path(text: str) -> bool:
+    return text.endswith(CHECKPOINT_SUFFIXES) and not is_model(text)
+
+
+def stored_config(path: str) -> MViTConfig:
+    """The architecture a checkpoint of this project stores: the model config of a weights file
+    (:func:`mvit.checkpoint.save_weights`, ``tools/convert_checkpoint.py --model``) or the experiment config of a
+    training checkpoint.
+
+    Raises:
+        CheckpointError: the file cannot be read.
+        ConfigError: the file holds weights without a config (another project's): name the architecture.
+    """
+    obj = read_checkpoint(path)
+    try:
+        if isinstance(obj.get("model_config"), dict):
+            return MViTConfig(**obj["model_config"])
+        if isinstance(obj.get("cfg"), str):  # a training checkpoint: its experiment config, every MVIT key set
+            return config_from_cfg(CfgNode.load_cfg(obj["cfg"]))
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise ConfigError(f"{path}: the model config stored in it cannot be used: {report(err)}") from None
+    raise ConfigError(
+        f"{path}: holds weights without a model config (not written by this project); name the architecture: "
+        f"create_model(<zoo name or yaml>, checkpoint={path!r})"
+    )
 
 
 def _build(config: MViTConfig, skip_init: bool) -> MViT:

@@ -85,9 +85,13 @@ BAD_INPUTS = {
         ["tools/predict.py", "--cfg", "configs/DEMO/MVITv2_digits.yaml", "--checkpoint", "missing.pyth", "README.md"],
         "missing.pyth",
     ),
-    "export": (["tools/export.py", "no_such_model", "--out", "{tmp}"], "no_such_model"),
+    "export": (["tools/export.py", "no_such_model", "--random-weights", "--out", "{tmp}"], "no_such_model"),
     "export_flag": (["tools/export.py", "mvitv2_t", "--batch", "two"], "--batch"),
-    "export_out": (["tools/export.py", "mvitv2_t", "--out", "README.md/exports"], "README.md/exports"),
+    "export_out": (
+        ["tools/export.py", "mvitv2_t", "--random-weights", "--out", "README.md/exports"],
+        "README.md/exports",
+    ),
+    "export_weights": (["tools/export.py", "mvitv2_t", "--out", "{tmp}"], "--random-weights"),
     "convert_checkpoint": (["tools/convert_checkpoint.py", "missing.pyth", "{tmp}/out.pyth"], "missing.pyth"),
     "convert_checkpoint_out": (
         ["tools/convert_checkpoint.py", "zoo:mvitv2_t.fb_in1k", "README.md/out.pyth"],

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib.util
 import json
 import math
@@ -46,7 +47,9 @@ import torch
 from torch import nn
 
 import mvit
+from mvit.errors import run_cli
 from mvit.models import model_info
+from mvit.utils.cli import ArgumentParser
 
 
 @dataclass(frozen=True)
@@ -499,9 +502,26 @@ def agreement(args: argparse.Namespace, device: torch.device) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- main
+def pair_key(name: str) -> str:
+    """The PAIRS key of a zoo name ("mvitv2_t") or of the key itself ("t"); unknown: the close names."""
+    names = {**{p.ours: k for k, p in PAIRS.items()}, **{k: k for k in PAIRS}}
+    if name in names:
+        return names[name]
+    close = difflib.get_close_matches(name, list(names), n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise argparse.ArgumentTypeError(f"unknown model {name!r}{hint} (benchmarked: {', '.join(names)})")
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["t"], choices=sorted(PAIRS))
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["t"],
+        type=pair_key,
+        metavar="MODEL",
+        help=f"zoo names or their short keys: {', '.join(f'{p.ours} ({k})' for k, p in PAIRS.items())}",
+    )
     parser.add_argument("--modes", nargs="+", default=["fp32", "bf16"], choices=MODES)
     parser.add_argument("--train-modes", nargs="*", choices=MODES, help="modes of training steps (default: --modes)")
     parser.add_argument("--batch", nargs="*", type=int, default=[1, 16], help="inference batch sizes")
@@ -599,7 +619,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     results: List[Result] = []
     peaks: Dict[str, float] = {}
     models: Dict[str, tuple] = {}
-    for key, task, batch, mode in tqdm(configs, desc="benchmark", unit="config"):
+    for key, task, batch, mode in tqdm(
+        configs, desc="benchmark", unit="config", disable=None
+    ):  # None: off without a tty
         if key not in models:
             torch.manual_seed(0)
             models = {key: (mvit.create_model(PAIRS[key].ours).to(device), PAIRS[key].build_reference().to(device))}
@@ -622,4 +644,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -61,7 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
     folder = os.path.dirname(os.path.abspath(args.dst))
-    reason = unwritable_reason(folder)  # before a download or a long read
+    reason = unwritable_reason(folder, create=True)  # as tools/export.py: made if missing, before a download
     if reason:
         raise CheckpointError(f"{args.dst}: cannot write there ({folder}: {reason})")
     if args.model:

@@ -2,10 +2,14 @@
 """Export a zoo model (or a config) to ONNX and/or a torch.export program, check it against eager PyTorch and
 report the export's peak memory (RSS of this process).
 
-    python tools/export.py mvitv2_t --out exports/                        # ONNX (opset 18) + .pt2, dynamic batch
-    python tools/export.py mvitv2_s_16x4 --checkpoint k400.pyth --formats onnx --opset 17
+    python tools/export.py mvitv2_t --pretrained --out exports/           # ONNX (opset 18) + .pt2, dynamic batch
+    python tools/export.py mvitv2_s_16x4 --checkpoint k400.pyth --formats onnx --opset 17   # exports/k400.onnx
+    python tools/export.py mvitv2_t --random-weights --name trial         # exports/trial.onnx + trial.pt2
     python tools/export.py --torchvision-mvit-v2-s --memory-cap-gib 12    # the reference's (legacy) ONNX export
-    python tools/export.py mvitv2_t --serve int8 --calibration photos/    # CPU serving: exports/mvitv2_t.int8.pt2
+    python tools/export.py mvitv2_t --pretrained --serve int8 --calibration photos/   # exports/mvitv2_t.int8.pt2
+
+The weights are named: ``--checkpoint FILE``, ``--pretrained [TAG]`` (the released weights) or ``--random-weights``
+(for timing and memory figures). Outputs are named ``--name``, by default the checkpoint's stem or the model's name.
 
 ``--serve`` writes a ``torch.export`` program for ``mvit.export.load_served`` (int8: the quantized program,
 calibrated on the images of a folder or a tensor file), and checks it, compiled with frozen weights, against eager.
@@ -140,10 +144,43 @@ def serve(model: torch.nn.Module, args, stem: str) -> dict:
     return report
 
 
+def _output_name(args) -> str:
+    """The stem of the output files; checks that exactly one source of weights is named (random ones explicitly)."""
+    sources = [f for f, given in (("--checkpoint", args.checkpoint), ("--pretrained", args.pretrained),
+               ("--random-weights", args.random_weights)) if given]  # fmt: skip
+    if len(sources) > 1:
+        raise UserError(f"give one source of weights, not {' and '.join(sources)}")
+    if not sources and not args.torchvision_mvit_v2_s:
+        raise UserError("which weights? give --checkpoint FILE, --pretrained [TAG] or --random-weights")
+    if args.name is not None:
+        if not args.name or args.name != Path(args.name).name or args.name in (".", ".."):
+            raise UserError(f"--name {args.name!r}: a file name without folders (the folder is --out)")
+        return args.name
+    if args.checkpoint:  # a file, a URL or zoo:<tag>
+        tag = args.checkpoint.removeprefix("zoo:")
+        return tag if tag != args.checkpoint else Path(args.checkpoint.split("?")[0]).stem
+    # A zoo name or weights tag as it is ("mvitv2_t.fb_in1k"), a yaml by its stem.
+    return Path(args.model).stem if args.model.endswith((".yaml", ".yml")) else args.model
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", nargs="?", default="mvitv2_t", help="zoo name or config yaml")
+    parser.add_argument("model", nargs="?", default="mvitv2_t", help="zoo name, weights tag or config yaml")
     parser.add_argument("--checkpoint", help="weights in any format mvit.checkpoint reads")
+    parser.add_argument(
+        "--pretrained",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="TAG",
+        help="the released weights of the zoo model (or the tag named, see mvit.models.weights.list_weights())",
+    )
+    parser.add_argument(
+        "--random-weights", action="store_true", help="export random weights (for timing and memory figures)"
+    )
+    parser.add_argument(
+        "--name", help="file name (no suffix) of the outputs (default: the checkpoint's stem, else the model's name)"
+    )
     parser.add_argument("--formats", nargs="+", default=["onnx", "torch"], choices=["onnx", "torch"])
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     parser.add_argument(
@@ -173,6 +210,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.memory_cap_gib:
         cap = int(args.memory_cap_gib * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    stem = _output_name(args)
     reason = unwritable_reason(args.out, create=True)  # before any model is built
     if reason:
         raise UserError(f"--out {args.out}: cannot write there ({reason})")
@@ -185,11 +223,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(json.dumps(report, indent=1))
         return
 
-    with model_argument(args.name):
-        model = mvit.create_model(args.name, checkpoint=args.checkpoint).eval()
+    with model_argument(args.model):
+        model = mvit.create_model(args.model, checkpoint=args.checkpoint, pretrained=args.pretrained).eval()
     x = example_input(model, batch_size=args.batch)
-    stem = Path(args.name).stem
-    report = {"model": args.name, "params": sum(p.numel() for p in model.parameters()), "rss_model_gib": _rss_gib()}
+    report = {"model": args.model, "params": sum(p.numel() for p in model.parameters()), "rss_model_gib": _rss_gib()}
     if args.serve:
         report["serve"] = serve(model, args, stem)
         print(json.dumps(report, indent=1))

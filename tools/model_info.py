@@ -3,7 +3,7 @@
 
     python tools/model_info.py mvitv2_t
     python tools/model_info.py --cfg configs/K400/MVITv2_S_16x4.yaml
-    python tools/model_info.py --zoo-table          # the README's model zoo table (all models)
+    python tools/model_info.py --zoo-table          # the README's model zoo table (all models: takes minutes)
     python tools/model_info.py --weights            # the released weights: tags for pretrained= / zoo:<tag>
 
 FLOPs follow fvcore: batch 1, one multiply-add counted as one flop. The explicit attention path is used
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, TextIO, Tuple
 
 import torch
 
@@ -38,19 +38,26 @@ def count(model: MViT) -> Tuple[int, float, Dict[str, float]]:
     return params, flops.total() / 1e9, by_op
 
 
-def zoo_table() -> str:
+def zoo_table(names: Optional[Sequence[str]] = None, stream: Optional[TextIO] = None) -> str:
+    """Markdown table of the zoo models (default: all), each built and its FLOPs counted; progress on ``stream``
+    (stderr: a bar per model on a terminal, and each row as it is done)."""
+    from tqdm import tqdm
+
+    names = list(names or mvit.list_models())
+    stream = stream or sys.stderr
+    print(f"building and counting the FLOPs of {len(names)} zoo models: this takes minutes", file=stream, flush=True)
     rows = [
         "| model | input | params | GFLOPs | published top-1 (reference) |",
         "|---|---|---:|---:|---:|",
     ]
-    for name in mvit.list_models():
+    for name in tqdm(names, desc="zoo table", unit="model", file=stream, disable=None):  # None: off without a tty
         info = model_info(name)
         model = MViT(resolve_config(name, attn_impl="explicit"))
         params, gflops, _ = count(model)
         size = "x".join(str(s) for s in model.config.input_size)
         top1 = f"{info.published_top1:.1f}" if info.published_top1 else "-"
         rows.append(f"| `{name}` | {size} | {params:,} | {gflops:.3f} | {top1} |")
-        print(rows[-1], file=sys.stderr, flush=True)
+        tqdm.write(rows[-1], file=stream)
     return "\n".join(rows)
 
 
@@ -74,7 +81,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("name", nargs="?", help="zoo name (see --list)")
     parser.add_argument("--cfg", help="experiment config yaml instead of a zoo name")
     parser.add_argument("--list", action="store_true", help="list zoo names")
-    parser.add_argument("--zoo-table", action="store_true", help="print the markdown table of every zoo model")
+    parser.add_argument(
+        "--zoo-table",
+        action="store_true",
+        help="print the markdown table of every zoo model (takes minutes: each model is built and its FLOPs counted)",
+    )
     parser.add_argument("--weights", action="store_true", help="print the table of released weights (tags)")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)

@@ -285,6 +285,23 @@ def _fit_resize(name: str, value: torch.Tensor, target: torch.Tensor, model: nn.
     return None
 
 
+def _fix(report: LoadReport) -> str:
+    """What to change, said for the command line and for Python (a strict load fails in both)."""
+    fine_tune = "or fine-tune from it (TRAIN.CHECKPOINT_FILE_PATH, strict=False in Python: loads what fits)"
+    heads = [(k, a, b) for k, a, b in report.mismatched if k.startswith("head.")]
+    if heads and len(heads) == len(report.mismatched) and not report.missing and not report.unexpected:
+        n = heads[0][1][0]
+        return (
+            f"Its head has {n} classes, the model's {heads[0][2][0]}: build the model with {n} (MODEL.NUM_CLASSES {n} "
+            f"on the command line or in the run's config.yaml, --set num_classes={n} where a tool has --set, "
+            f"num_classes={n} in Python), {fine_tune}."
+        )
+    return (
+        "Is it another architecture? Name the one it was trained with (the run's config.yaml as --cfg, MVIT.ARCH, "
+        f"--model), {fine_tune}."
+    )
+
+
 def load_checkpoint(
     model: nn.Module, path: str, strict: bool = True, log: bool = True, *, trust_pickle: bool = False
 ) -> LoadReport:
@@ -337,10 +354,7 @@ def load_checkpoint(
             problems.append(f"{len(report.missing)} missing (first: {_head(report.missing, 3)})")
         if report.unexpected:
             problems.append(f"{len(report.unexpected)} unexpected (first: {_head(report.unexpected, 3)})")
-        raise CheckpointError(
-            f"{path} ({fmt} format) does not match the model: {'; '.join(problems)}. "
-            "Is it another architecture? Use strict=False to load what fits."
-        )
+        raise CheckpointError(f"{path} ({fmt} format) does not match the model: {'; '.join(problems)}. {_fix(report)}")
     model.load_state_dict(to_load, strict=False)
     if log:
         (logger.warning if not report.ok else logger.info)(report.summary())

@@ -35,6 +35,8 @@ from .foreign_keys import (
     ForeignKey,
     find_foreign_key,
 )
+from .hints import close_config_files, close_keys, did_you_mean
+from .values import widen
 
 __all__ = [
     "ForeignKeys",
@@ -143,7 +145,7 @@ def _read_yaml(path: str, lines: Dict[str, str], chain: Tuple[str, ...] = ()) ->
         raise ConfigError(f"{path}: _BASE_ cycle: {' -> '.join(chain + (path,))}")
     if not os.path.isfile(path):
         where = f" (the _BASE_ of {chain[-1]})" if chain else ""
-        raise ConfigError(f"config file not found: {path}{where}")
+        raise ConfigError(f"config file not found: {path}{where}{did_you_mean(close_config_files(path))}")
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -245,19 +247,32 @@ def merge_config_file(cfg: CfgNode, path: str, state: ForeignKeys) -> None:
     for key, value in list(_flat(data)):
         decoded = _decode(value)
         aliased = _alias(cfg, key, decoded, lines.get(key, path))
-        if aliased is not decoded:
+        final = _widen(cfg, key, aliased, value if aliased is decoded else None, lines.get(key, path))
+        if final is not decoded:
             node = data
             *parents, leaf = key.split(".")
             for part in parents:
                 node = node[part]
-            node[leaf] = aliased
+            # yacs decodes a string once more when it merges: a kept string goes in as its literal
+            node[leaf] = repr(final) if isinstance(final, str) else final
         state.set_at[key] = lines.get(key, path)
     try:
         cfg.merge_from_other_cfg(CfgNode(data))
     except (KeyError, ValueError, AssertionError, TypeError) as err:
         text = report(err)
         key = text.rsplit(" ", 1)[-1] if text.startswith(("Non-existent config key", "Type mismatch")) else ""
-        raise ConfigError(f"{lines.get(key, path)}: {text}") from None
+        hint = did_you_mean(close_keys(cfg, key)) if text.startswith("Non-existent") else ""
+        raise ConfigError(f"{lines.get(key, path)}: {text}{hint}") from None
+
+
+def _widen(cfg: CfgNode, key: str, value: Any, typed: Any, where: str) -> Any:
+    """``value`` for an existing key, losslessly widened to its type (:func:`mvit.config.values.widen`)."""
+    if not _has(cfg, key) or isinstance(_get(cfg, key), dict):
+        return value  # an unknown key or a section: yacs' merge reports it
+    try:
+        return widen(key, _get(cfg, key), value, typed)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _add_to_open_section(cfg: CfgNode, key: str, value: Any) -> bool:
@@ -294,11 +309,14 @@ def merge_overrides(cfg: CfgNode, opts: Sequence[str], state: ForeignKeys) -> No
         state.set_at[key] = _COMMAND_LINE
         if state.is_foreign(key) and not _has(cfg, key) and _add_to_open_section(cfg, key, aliased):
             continue  # yacs' merge_from_list refuses new keys even where the section accepts them
-        pairs += [key, value if aliased is decoded else repr(aliased)]
+        final = _widen(cfg, key, aliased, value if aliased is decoded else None, _COMMAND_LINE)
+        pairs += [key, value if final is decoded else repr(final)]
     try:
         cfg.merge_from_list(pairs)
     except (KeyError, ValueError, AssertionError, TypeError) as err:
-        raise ConfigError(f"{_COMMAND_LINE}: {report(err)}") from None
+        text = report(err)
+        hint = did_you_mean(close_keys(cfg, text.rsplit(" ", 1)[-1])) if text.startswith("Non-existent") else ""
+        raise ConfigError(f"{_COMMAND_LINE}: {text}{hint}") from None
 
 
 def _same(a: Any, b: Any) -> bool:

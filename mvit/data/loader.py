@@ -9,8 +9,10 @@ uninterrupted run sees, with any number of workers, persistent or not.
 from __future__ import annotations
 
 import atexit
+import logging
 import math
 import multiprocessing
+import os
 import re
 import signal
 from typing import Any, Iterator, Optional, Sequence
@@ -20,6 +22,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import UserError
 from ..utils.rng import derive_seed, forked_rng
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "EpochShardSampler",
@@ -209,6 +213,24 @@ def _register_exit_handler() -> None:
         _exit_handler_registered = True
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity: a SLURM or taskset share), as torch's DataLoader counts them."""
+    # Written here: another branch may add mvit.utils.available_cpus(); this one is what the loader needs.
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def _workers_for_this_machine(requested: int) -> int:
+    """``DATA_LOADER.NUM_WORKERS`` capped at the usable CPUs (torch warns above them: the workers only contend)."""
+    cpus = _usable_cpus()
+    if requested > cpus:
+        logger.info("DATA_LOADER.NUM_WORKERS %d lowered to %d: the CPUs this process may use", requested, cpus)
+        return cpus
+    return requested
+
+
 def build_loader(
     dataset: Dataset,
     *,
@@ -227,6 +249,8 @@ def build_loader(
         train: shuffle, pad the shard so that all ranks have equal length, drop the last partial batch and
             keep workers alive between epochs; otherwise dataset order, every item exactly once over ranks.
 
+        num_workers: worker processes, at most the CPUs this process may use (lowered with one log line).
+
     Call ``loader.sampler.set_epoch(epoch, start)`` before iterating.
     """
     sampler = EpochShardSampler(
@@ -237,6 +261,7 @@ def build_loader(
         world_size=world_size,
         pad=train,
     )
+    num_workers = _workers_for_this_machine(num_workers)
     if num_workers > 0:
         _register_exit_handler()
     return DataLoader(

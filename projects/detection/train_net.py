@@ -332,6 +332,16 @@ def do_train(args, cfg) -> Dict[str, Any]:
     return last_results
 
 
+def _default_setup(cfg, args) -> None:
+    """detectron2's ``default_setup`` without its colour dump of the whole config file (``--verbose`` or
+    ``MVIT_VERBOSE_CONFIG=1`` keep it): the log names the file, and the full config is saved to config.yaml."""
+    if args.verbose or os.environ.get("MVIT_VERBOSE_CONFIG") == "1":
+        return default_setup(cfg, args)
+    quiet = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "config_file"})
+    default_setup(cfg, quiet)  # it prints the file's contents only when args has a config_file
+    logger.info("Config file: %s (its contents in the log: --verbose)", args.config_file)
+
+
 def setup(args):
     """Load the LazyConfig, apply ``key=value`` overrides, fit it to this machine, set up logging."""
     cfg = LazyConfig.load(args.config_file)
@@ -345,7 +355,7 @@ def setup(args):
     if not args.eval_only and comm.is_main_process():
         # One training run per output_dir (mvit.runtime.lock), taken before anything is written there.
         hold_until_exit(cfg.train.output_dir)
-    default_setup(cfg, args)
+    _default_setup(cfg, args)
     if cfg.train.device == "cpu":
         logger.info("No GPU: training on CPU with AMP off")
     return cfg
@@ -372,6 +382,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         add_help=False,
         epilog=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="log the config file's contents, in colour (as detectron2 does)"
     )
     return parser.parse_args(argv)
 

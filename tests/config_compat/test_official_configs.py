@@ -261,7 +261,7 @@ def test_unknown_keys_stay_errors_with_their_line(tmp_path, extensions):
     child.write_text(f"_BASE_: {K400_S}\nMVIT:\n  DEPHT: 3\n")
     with pytest.raises(ConfigError) as excinfo:
         _load(child, extensions)
-    assert _one_line_error(excinfo) == f"{child}:3: Non-existent config key: MVIT.DEPHT"
+    assert _one_line_error(excinfo) == f"{child}:3: Non-existent config key: MVIT.DEPHT (did you mean MVIT.DEPTH?)"
 
 
 # ------------------------------------------------------------------------------------------------ table

@@ -56,10 +56,11 @@ def test_unknown_model_name_or_missing_yaml(tmp_path):
     missing = tmp_path / "nope" / "MVITv2_T.yaml"
     with pytest.raises(ConfigError) as err:
         mvit.create_model(str(missing))
-    assert f"config file not found: {missing}" == _one_line(err)
+    assert _one_line(err).startswith(f"config file not found: {missing} (did you mean ")
+    assert _one_line(err).endswith("configs/IN1K/MVITv2_T.yaml?)")  # the shipped file of that name
     with pytest.raises(ConfigError) as err:
         mvit.resolve_config("MVITv2_X.yaml")
-    assert "config file not found: MVITv2_X.yaml" == _one_line(err)
+    assert _one_line(err).startswith("config file not found: MVITv2_X.yaml")
 
 
 def test_bad_architecture_key_names_the_file_and_key(tmp_path):

@@ -109,7 +109,7 @@ def test_export_tool_serve_int8_writes_a_program_load_served_runs(digits, model,
         [str(CONFIG), "--checkpoint", str(tmp_path / "fitted.pth"), "--serve", "int8", "--no-check"]
         + ["--calibration", str(tmp_path / "calibration.pt"), "--batch", "8", "--out", str(tmp_path)]
     )
-    loaded = load_served(tmp_path / "MVITv2_digits.int8.pt2")
+    loaded = load_served(tmp_path / "fitted.int8.pt2")  # named after the checkpoint
     assert loaded.mode == "int8"
     with torch.no_grad():
         out = loaded.module(x)  # the quantized reference graph, eagerly: the file holds the fitted weights
@@ -145,4 +145,4 @@ def test_export_tool_serve_reports_bad_calibration_in_one_line(flags, message, t
     torch.save(torch.zeros(4, 3, 16, 16), tmp_path / "wrong.pt")
     flags = [f.format(tmp=tmp_path) for f in flags]
     with pytest.raises(UserError, match=message):
-        _export_tool().main([str(CONFIG), "--out", str(tmp_path / "out"), *flags])
+        _export_tool().main([str(CONFIG), "--random-weights", "--out", str(tmp_path / "out"), *flags])
