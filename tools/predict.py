@@ -182,7 +182,9 @@ def check_release_fits(tag: str, cfg: CfgNode, cfg_file: str) -> None:
     """Refuse, before any download, a release of another architecture than the config's model."""
     weights = get_weights(tag)
     if weights.detector:
-        raise ConfigError(f"zoo:{tag} is a detectron2 detector; predict with --cfg {weights.detector}")
+        raise ConfigError(
+            f"zoo:{tag} is a detectron2 detector; predict with --cfg projects/detection/configs/{weights.detector}.py"
+        )
     if cfg.MVIT.ARCH and cfg.MVIT.ARCH != weights.arch:
         raise ConfigError(f"zoo:{tag} is a release of {weights.arch}, but {cfg_file} builds {cfg.MVIT.ARCH}")
     released, mine = resolve_config(tag), config_from_cfg(cfg)
@@ -250,7 +252,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise UserError("--model loads its release already; --pretrained is for --cfg")
             weights = get_weights(args.model)  # a zoo name gives its default release; unknown: one line
             if weights.detector:
-                raise UserError(f"--model {args.model}: a detectron2 detector; predict with --cfg {weights.detector}")
+                raise UserError(
+                    f"--model {args.model}: a detectron2 detector; predict with --cfg projects/detection/configs/{weights.detector}.py"
+                )
             args.cfg_file = zoo_config_file(weights)
             args.opts = ["MODEL.NUM_CLASSES", str(weights.num_classes), *args.opts]
             if not args.checkpoint:
