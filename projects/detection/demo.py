@@ -2,7 +2,9 @@
 """Detection demo on CPU: generate the shapes set, train a small MViTv2 Mask R-CNN, evaluate, draw predictions.
 
     python projects/detection/demo.py                          # 500 iterations at batch 4, 1 thread
+    python projects/detection/demo.py --max-iter 20 --num-train 40 --num-val 10 --vis-images 4   # quick look
     python projects/detection/demo.py --max-iter 100 train.seed=1   # shorter; extra key=value go to the config
+    python projects/detection/demo.py --device cuda                 # on a GPU (AMP on); default auto
 
 Writes to ``--output``: the training run of ``train_net.py`` (checkpoints, metrics.json, log.txt),
 ``predictions.png`` (held-out images with the predicted masks, boxes and scores, detectron2's Visualizer),
@@ -21,6 +23,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from mvit.errors import run_cli
+from mvit.utils.cli import ArgumentParser
+from mvit.utils.device import add_device_argument, resolve_device
 from projects.detection.data.synthetic_coco import dataset_paths, generate_synthetic_coco
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "mask_rcnn_mvitv2_demo_synthetic.py")
@@ -31,7 +36,7 @@ def _cpu_seconds() -> float:
     return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
-def draw_predictions(cfg, output_png: str, num_images: int = 8, score_thresh: float = 0.5) -> None:
+def draw_predictions(cfg, output_png: str, num_images: int = 8, score_thresh: float = 0.5, device: str = "cpu") -> None:
     """Run the final model on the first ``num_images`` validation images and save a grid of drawn predictions."""
     import detectron2.data.transforms as T
     from detectron2.checkpoint import DetectionCheckpointer
@@ -41,7 +46,7 @@ def draw_predictions(cfg, output_png: str, num_images: int = 8, score_thresh: fl
     from detectron2.utils.visualizer import Visualizer
     from PIL import Image
 
-    model = instantiate(cfg.model).eval()
+    model = instantiate(cfg.model).eval().to(device)
     DetectionCheckpointer(model).load(os.path.join(cfg.train.output_dir, "model_final.pth"))
     name = cfg.dataloader.evaluator.dataset_name
     metadata = MetadataCatalog.get(name)
@@ -52,12 +57,12 @@ def draw_predictions(cfg, output_png: str, num_images: int = 8, score_thresh: fl
         image = read_image(record["file_name"], format="RGB")
         resized = resize.get_transform(image).apply_image(image)
         inputs = {
-            "image": torch.as_tensor(resized.transpose(2, 0, 1).copy()),
+            "image": torch.as_tensor(resized.transpose(2, 0, 1).copy()).to(device),
             "height": image.shape[0],
             "width": image.shape[1],
         }
         with torch.no_grad():
-            instances = model([inputs])[0]["instances"]
+            instances = model([inputs])[0]["instances"].to("cpu")
         instances = instances[instances.scores >= score_thresh]
         tiles.append(Visualizer(image, metadata, scale=1.5).draw_instance_predictions(instances).get_image())
     cols = min(4, len(tiles))
@@ -99,7 +104,7 @@ def plot_curves(metrics_json: str, output_png: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="data/synthetic_coco", help="generated set (made if missing)")
     parser.add_argument("--output", default="output/detection_demo")
     parser.add_argument("--max-iter", type=int, default=500)
@@ -107,8 +112,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser.add_argument("--num-val", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     parser.add_argument("--vis-images", type=int, default=8)
+    add_device_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra key=value config overrides")
     args = parser.parse_args(argv)
+    device, device_line = resolve_device(args.device)  # before the data set and the model: a bad value is one line
+    print(device_line)
     torch.set_num_threads(args.threads)
 
     if not dataset_paths(args.root, "val")[0].is_file():
@@ -125,6 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
             f"train.output_dir={args.output}",
             f"train.max_iter={args.max_iter}",
             f"train.eval_period={args.max_iter}",
+            f"train.device={device.type}",  # AMP: on from the recipe on cuda, off on cpu (train_net.setup)
             *args.opts,
         ]
     )
@@ -132,7 +141,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     wall, cpu = time.time() - wall, _cpu_seconds() - cpu
 
     cfg = train_net.LazyConfig.apply_overrides(train_net.LazyConfig.load(CONFIG), train_args.opts)
-    draw_predictions(cfg, os.path.join(args.output, "predictions.png"), args.vis_images)
+    draw_predictions(cfg, os.path.join(args.output, "predictions.png"), args.vis_images, device=cfg.train.device)
     plot_curves(os.path.join(args.output, "metrics.json"), os.path.join(args.output, "curves.png"))
     summary = {
         "box_AP": results["bbox"]["AP"],
@@ -143,6 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         "wall_seconds": round(wall, 1),
         "cpu_seconds": round(cpu, 1),
         "threads": args.threads,
+        "device": str(cfg.train.device),
         "load_average_1min_at_end": os.getloadavg()[0],
     }
     with open(os.path.join(args.output, "summary.json"), "w") as f:
@@ -151,5 +161,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     return summary
 
 
-if __name__ == "__main__":
+def _cli() -> int:
     main()
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(_cli)

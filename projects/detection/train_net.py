@@ -68,6 +68,7 @@ from mvit.utils.cli import ArgumentParser
 from mvit.utils.distributed import collective_timeout_s
 from projects.detection.backbone import MViTBackbone
 from projects.detection.checkpoint import SafeDetectionCheckpointer
+from projects.detection.data.user_coco import add_user_coco_arguments, apply_user_coco
 
 logger = logging.getLogger("detectron2")
 
@@ -346,6 +347,7 @@ def setup(args):
     """Load the LazyConfig, apply ``key=value`` overrides, fit it to this machine, set up logging."""
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    cfg = apply_user_coco(cfg, args, args.opts)  # --train-json ...: registered in every process
     if str(cfg.train.device).startswith("cuda") and not torch.cuda.is_available():
         cfg.train.device = "cpu"
     if cfg.train.device == "cpu":
@@ -358,6 +360,8 @@ def setup(args):
     _default_setup(cfg, args)
     if cfg.train.device == "cpu":
         logger.info("No GPU: training on CPU with AMP off")
+    if getattr(args, "user_coco_summary", None):
+        logger.info("%s", args.user_coco_summary)
     return cfg
 
 
@@ -386,6 +390,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--verbose", action="store_true", help="log the config file's contents, in colour (as detectron2 does)"
     )
+    add_user_coco_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -403,7 +408,7 @@ def check_config(args: argparse.Namespace):
         LazyConfig.apply_overrides(cfg, args.opts)
     except Exception as err:  # noqa: BLE001 - hydra's override parser raises its own exception types
         raise ConfigError(f"{args.config_file}: {report(err)} (overrides: {' '.join(args.opts)})") from None
-    return cfg
+    return apply_user_coco(cfg, args, args.opts)
 
 
 def invoke_main(argv: Optional[List[str]] = None) -> int:

@@ -34,6 +34,13 @@ def _predict(helpers, *args, env: dict | None = None) -> subprocess.CompletedPro
     )
 
 
+def _results(stdout: str) -> list[str]:
+    """The per-file lines of predict's output, after its device and weights lines."""
+    lines = stdout.splitlines()
+    assert lines[0].startswith("Device: cpu") and lines[1].startswith("Weights: "), stdout
+    return lines[2:]
+
+
 def test_prepare_digits_writes_a_stratified_folder_tree(tmp_path):
     from sklearn.datasets import load_digits
 
@@ -89,7 +96,7 @@ def test_predict_names_classes_from_the_checkpoint_and_imagenet(
     image = sorted((image_tree / "val" / "square").iterdir())[0]
     pred = _predict(helpers, "--cfg", tiny_cfg, "--checkpoint", out / "checkpoints" / "last.pyth", image)
     assert pred.returncode == 0, pred.stderr
-    lines = pred.stdout.splitlines()
+    lines = _results(pred.stdout)
     assert lines[0] == str(image) and len(lines) == 4  # 3 classes: top-3 only
     assert {line.split()[2] for line in lines[1:]} == {"circle", "square", "stripes"}
 
@@ -103,7 +110,7 @@ def test_predict_names_classes_from_the_checkpoint_and_imagenet(
     )
     assert pred.returncode == 0, pred.stderr
     imagenet = ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
-    names = [line.split("%", 1)[1].strip().rsplit(" (", 1)[0] for line in pred.stdout.splitlines()[1:]]
+    names = [line.split("%", 1)[1].strip().rsplit(" (", 1)[0] for line in _results(pred.stdout)[1:]]
     assert len(names) == 5 and all(n in imagenet for n in names)
 
     # The data set's own names come before the released set's: a classes.txt of 1000 names.
@@ -113,7 +120,7 @@ def test_predict_names_classes_from_the_checkpoint_and_imagenet(
         "--opts", "MODEL.NUM_CLASSES", "1000", "DATA.PATH_TO_DATA_DIR", image_tree,
     )  # fmt: skip
     assert pred.returncode == 0, pred.stderr
-    assert all(line.split("%", 1)[1].strip().startswith("kind") for line in pred.stdout.splitlines()[1:])
+    assert all(line.split("%", 1)[1].strip().startswith("kind") for line in _results(pred.stdout)[1:])
 
     bad = _predict(helpers, "--cfg", tiny_cfg, "--checkpoint", tmp_path / "w.pyth", tmp_path / "missing.png")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "missing.png" in bad.stderr
@@ -130,7 +137,7 @@ def test_predict_pretrained_reads_the_release_from_the_cache(image_tree, tiny_cf
     image = sorted((image_tree / "val" / "square").iterdir())[0]
     pred = _predict(helpers, "--cfg", "configs/IN1K/MVITv2_T.yaml", "--pretrained", image, env=env)
     assert pred.returncode == 0, pred.stderr
-    names = [line.split("%", 1)[1].strip().rsplit(" (", 1)[0] for line in pred.stdout.splitlines()[1:]]
+    names = [line.split("%", 1)[1].strip().rsplit(" (", 1)[0] for line in _results(pred.stdout)[1:]]
     assert len(names) == 5 and all(n in ResNet50_Weights.IMAGENET1K_V2.meta["categories"] for n in names)
 
     # Without the file and without a network: one line naming the URL and where to put the file.
