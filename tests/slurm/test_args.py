@@ -47,6 +47,8 @@ def test_multi_node_gpu_job_parameters() -> None:
         "slurm_comment": "c",
         "slurm_account": "a",
         "slurm_qos": "q",
+        "slurm_srun_args": ["--kill-on-bad-exit=1"],  # one failed task ends the step
+        "slurm_setup": ["export TORCH_NCCL_ASYNC_ERROR_HANDLING=${TORCH_NCCL_ASYNC_ERROR_HANDLING:-2}"],
     }
     # submitit accepts every key and turns them into sbatch flags.
     executor = submitit.AutoExecutor(folder="/tmp/job/submitit", cluster="slurm")
