@@ -10,6 +10,8 @@ Examples:
         --nodes 2 --gpus-per-node 8 --partition P --job-dir /checkpoint/$USER/cascade_mvitv2_b
     # two CPU processes (gloo), on SLURM or locally
     python tools/submit.py --cfg CFG --gpus-per-node 0 --tasks-per-node 2 --job-dir out/cpu2 --time 30
+    # what would be submitted: the sbatch script and the batch arithmetic, nothing submitted
+    python tools/submit.py --cfg configs/IN1K/MVITv2_B.yaml --nodes 4 --job-dir /checkpoint/$USER/b --dry-run
 
 Targets: ``run_net`` (this tool registers it) and those of the projects in :data:`LAUNCH_MODULES`.
 Options and the preemption protocol: ``mvit/runtime/submit.py``, ``tools/slurm_local/README.md``.
@@ -43,8 +45,9 @@ def run_net_command_line(cfg: str, opts: Sequence[str], output_dir: str, tasks: 
     return ["--cfg", cfg, "--stop-signals", "none", *opts, *launch, "OUTPUT_DIR", output_dir]
 
 
-def check_run_net_job(cfg: str, opts: Sequence[str], tasks: int, nodes: int) -> None:
-    """Load the config as each task will (NUM_GPUS = tasks per node, NUM_SHARDS = nodes) and check its batch."""
+def check_run_net_job(cfg: str, opts: Sequence[str], tasks: int, nodes: int) -> str:
+    """Load the config as each task will (NUM_GPUS = tasks per node, NUM_SHARDS = nodes) and check its batch;
+    returns the batch arithmetic in one line."""
     from mvit.config import load_config
     from mvit.data.registry import check_datasets
     from mvit.engine.batch import batch_layout
@@ -52,7 +55,7 @@ def check_run_net_job(cfg: str, opts: Sequence[str], tasks: int, nodes: int) -> 
     _, extensions = load_projects(load_script(str(RUN_NET)).PROJECTS)
     config = load_config(cfg, [*opts, "NUM_GPUS", str(tasks), "NUM_SHARDS", str(nodes)], extensions=extensions)
     check_datasets(config)
-    logging.info("%s: %s", Path(cfg).name, batch_layout(config).describe())
+    return batch_layout(config).describe()
 
 
 def check_run_net_overrides(opts: Sequence[str]) -> None:
@@ -71,6 +74,7 @@ RUN_NET_TARGET = register_target(
         command_line=run_net_command_line,
         check_overrides=check_run_net_overrides,
         check_job=check_run_net_job,
+        cpu_opts=("DEVICE", "cpu"),  # --gpus-per-node 0: --tasks-per-node CPU processes (gloo)
         help="tools/run_net.py, image and video classification",
     )
 )
@@ -81,6 +85,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[submit] %(message)s")
     args = get_args_parser(description=__doc__.splitlines()[0], default_target="run_net").parse_args(argv)
     job = submit(args)
+    if job is None:  # --dry-run
+        return 0
     if isinstance(job, (submitit.LocalJob, submitit.DebugJob)):
         # The job runs on this machine (in this process for "debug"): wait for it, like run_net itself.
         try:

@@ -167,13 +167,19 @@ _C.DATA_LOADER.PIN_MEMORY = True
 # ---------------------------------------------------------------------------
 # Launch (PySlowFast semantics: NUM_GPUS processes per machine, NUM_SHARDS machines)
 # ---------------------------------------------------------------------------
-# Processes per machine; on a CPU-only machine each process runs on the CPU (gloo). 0: one process.
+# Processes per machine, one GPU each (PySlowFast). 0: one process on the CPU. More than the GPUs visible, or
+# CUDA unavailable, stops with one line (never a silent fallback to the CPU) unless DEVICE is cpu.
 _C.NUM_GPUS = 1
+# "cuda", or "cpu": NUM_GPUS processes on the CPU (gloo), e.g. to test a multi-process run without GPUs.
+_C.DEVICE = "cuda"
 # Machines of the job, and this machine's index (each machine runs tools/run_net.py with its own SHARD_ID).
 _C.NUM_SHARDS = 1
 _C.SHARD_ID = 0
 _C.INIT_METHOD = "tcp://localhost:9999"
 _C.DIST_BACKEND = "nccl"
+# Seconds a collective waits for a slow or lost peer before the survivors stop (exit 69, requeued under SLURM).
+# $MVIT_DIST_TIMEOUT overrides it.
+_C.DIST_TIMEOUT_S = 1800.0
 _C.OUTPUT_DIR = "./output"
 _C.RNG_SEED = 0
 _C.LOG_PERIOD = 10

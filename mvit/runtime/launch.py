@@ -6,12 +6,16 @@
   rank ``SHARD_ID * NUM_GPUS + i`` of ``NUM_GPUS * NUM_SHARDS``, rendezvous at ``INIT_METHOD``;
 - else the job runs in this process.
 
-The backend is ``DIST_BACKEND`` (nccl) on GPUs and gloo on the CPU (a CPU-only machine runs ``NUM_GPUS``
-CPU processes). Each process uses ``cuda:LOCAL_RANK`` when a GPU is present and ``NUM_GPUS > 0``.
+The backend is ``DIST_BACKEND`` (nccl) on GPUs and gloo on the CPU. ``NUM_GPUS > 0`` asks for GPUs: each process
+uses ``cuda:LOCAL_RANK``, made current before the process group exists. Before any process starts, a job that
+cannot have its GPUs (CUDA unavailable, more processes than GPUs visible, a GPU the installed torch has no kernels
+for) stops with one line, exit 2; ``NUM_GPUS 0`` runs on the CPU, and ``DEVICE cpu`` runs ``NUM_GPUS`` CPU
+processes (gloo).
 
 A lost process: when a spawned process dies (e.g. SIGKILL by the OOM killer) the others fail in their next
 collective (a dead peer's sockets close; one that stops answering is given up after ``$MVIT_DIST_TIMEOUT``
-seconds, see :func:`mvit.utils.distributed.collective_timeout_s`). The launching process then stops whatever
+seconds, else ``DIST_TIMEOUT_S``, see :func:`mvit.utils.distributed.collective_timeout_s`; under NCCL the
+watchdog aborts the communicators after that time and the survivors raise). The launching process then stops whatever
 still runs, prints one line naming the lost rank and the checkpoint a rerun resumes from, and exits with
 :data:`RANK_LOST_EXIT_CODE`. On the machines of a multi-machine job that lost only a peer elsewhere, the line
 names the ranks that ran on the other machines.
@@ -35,17 +39,19 @@ from fvcore.common.config import CfgNode
 
 from ..checkpoint.safe_io import load_pickle
 from ..checkpoint.state import checkpoint_dir, find_resume_checkpoint
-from ..errors import UserError, report
+from ..errors import ConfigError, UserError, report
+from ..utils.devices import available_cpus, check_cuda
 from ..utils.distributed import (
     collective_timeout_s,
     get_device,
     init_process_group,
     is_distributed,
     is_peer_loss,
+    wants_cuda,
 )
 from . import preemption
 
-__all__ = ["RANK_LOST_EXIT_CODE", "launch"]
+__all__ = ["RANK_LOST_EXIT_CODE", "check_devices", "launch"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +63,25 @@ SURVIVOR_GRACE_S = 10.0
 
 
 def _backend(cfg: CfgNode) -> str:
-    return cfg.DIST_BACKEND if get_device(cfg).type == "cuda" else "gloo"
+    return cfg.DIST_BACKEND if wants_cuda(cfg) else "gloo"
+
+
+def check_devices(cfg: CfgNode, processes: Optional[int] = None) -> None:
+    """One line (:class:`~mvit.errors.ConfigError`) when this machine cannot give the job what it asks for.
+
+    Args:
+        processes: processes on this machine (default ``NUM_GPUS``; under torchrun / SLURM ``LOCAL_WORLD_SIZE``).
+    """
+    device = getattr(cfg, "DEVICE", "cuda")
+    if device not in ("cuda", "cpu"):
+        raise ConfigError(f"DEVICE {device!r}: expected cuda or cpu")
+    if not wants_cuda(cfg):
+        return
+    check_cuda(
+        cfg.NUM_GPUS if processes is None else processes,
+        f"NUM_GPUS {cfg.NUM_GPUS}",
+        "NUM_GPUS 0 trains on the CPU (DEVICE cpu: NUM_GPUS CPU processes)",
+    )
 
 
 def _run(cfg: CfgNode, func: Callable[..., Any], args: Sequence[Any], stop_signals: Sequence[int]) -> Any:
@@ -67,7 +91,7 @@ def _run(cfg: CfgNode, func: Callable[..., Any], args: Sequence[Any], stop_signa
         torch.set_num_threads(cfg.CPU_THREADS)
     elif int(os.environ.get("LOCAL_WORLD_SIZE", 1)) > 1:
         # Processes sharing a machine would otherwise each start one thread per core (oversubscription).
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["LOCAL_WORLD_SIZE"])))
+        torch.set_num_threads(max(1, available_cpus() // int(os.environ["LOCAL_WORLD_SIZE"])))
     device = get_device(cfg)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -89,8 +113,11 @@ def _spawned(
     os.environ.update(
         LOCAL_RANK=str(local_rank), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_WORLD_SIZE=str(cfg.NUM_GPUS)
     )
-    init_process_group(_backend(cfg), cfg.INIT_METHOD, world_size, rank)
     try:
+        # The GPU is made current before the group exists: NCCL then never opens a context on GPU 0 for every rank.
+        init_process_group(
+            _backend(cfg), cfg.INIT_METHOD, world_size, rank, collective_timeout_s(cfg), device=get_device(cfg)
+        )
         _run(cfg, func, args, stop_signals)
     except preemption.Preempted:
         sys.exit(preemption.PREEMPTED_EXIT_CODE)
@@ -167,7 +194,7 @@ def _watch(context: mp.ProcessContext, cfg: CfgNode) -> None:
             raise SystemExit(preemption.PREEMPTED_EXIT_CODE)
         return
     # Survivors normally fail at once in their next collective; a stuck one must not hold the job.
-    deadline = time.monotonic() + min(SURVIVOR_GRACE_S, collective_timeout_s())
+    deadline = time.monotonic() + min(SURVIVOR_GRACE_S, collective_timeout_s(cfg))
     for proc in procs:
         proc.join(max(0.0, deadline - time.monotonic()))
     killed_here = set()
@@ -233,9 +260,12 @@ def launch(
     """
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
-        if world_size > 1 and not dist.is_initialized():
-            init_process_group(_backend(cfg), "env://", world_size, rank)
+        check_devices(cfg, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
         try:
+            if world_size > 1 and not dist.is_initialized():
+                init_process_group(
+                    _backend(cfg), "env://", world_size, rank, collective_timeout_s(cfg), device=get_device(cfg)
+                )
             return _run(cfg, func, args, stop_signals)
         except Exception as err:
             if not (is_distributed() and is_peer_loss(err)):
@@ -245,6 +275,7 @@ def launch(
         finally:
             if world_size > 1 and dist.is_initialized():
                 dist.destroy_process_group()
+    check_devices(cfg)  # in this process, before any other starts: one line, exit 2
     if cfg.NUM_GPUS * cfg.NUM_SHARDS > 1:
         context = mp.start_processes(
             _spawned,

@@ -7,6 +7,9 @@ on another host), so a crashed run never blocks the next one and no pid has to b
 
 A lock file whose flock is still held although its recorded owner is a dead process of this host (an orphaned
 child still has the descriptor open) is stale: it is replaced, with a warning.
+
+A file system without flock (Lustre or GPFS mounted without it: ``ENOSYS``, ``EOPNOTSUPP``, ``ENOLCK``) cannot
+lock: the run goes on with a warning and the lock file only records the owner.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ __all__ = ["LOCK_NAME", "OutputDirLock", "OutputDirLocked", "hold_until_exit", "
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
+# What flock raises where the file system does not implement it (not: another process holds the lock).
+_NO_FLOCK = {errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOLCK}
 
 
 class OutputDirLocked(UserError):
@@ -80,6 +85,16 @@ class OutputDirLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
+                if err.errno in _NO_FLOCK:
+                    logger.warning(
+                        "%s: the file system cannot lock files (%s); two runs in this OUTPUT_DIR would not be "
+                        "refused: make sure only one runs",
+                        self.path,
+                        os.strerror(err.errno),
+                    )
+                    self._fd = fd
+                    self._write_owner(fd)
+                    return self
                 os.close(fd)
                 if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                     raise

@@ -16,13 +16,23 @@ Preemption and time limits (see ``tools/slurm_local/README.md``), for targets th
 
 Either way the requeued job keeps its id and job folder, and the engine's auto-resume continues from the
 checkpoint with the same epoch, iteration, optimizer, scheduler and RNG state.
+
+A lost rank (a task killed, a node gone, NCCL aborting after ``DIST_TIMEOUT_S``): SLURM runs the tasks with
+``srun --kill-on-bad-exit=1``, so one task that fails ends the step instead of leaving the others waiting in a
+collective; a survivor that saw its peer vanish (exit 69) requeues the job as for a time limit, at most
+``--max-rank-loss-requeues`` times, and the requeued job resumes from the last complete checkpoint.
+
+``--dry-run`` prints the sbatch script and the batch arithmetic and submits nothing; a failing ``sbatch`` (no
+controller, a bad partition) is one line, exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
+import io
 import logging
 import os
 import shutil
@@ -35,9 +45,17 @@ from typing import Any, Callable, NoReturn, Optional, Sequence
 
 import submitit
 
-from ..errors import UserError
+from ..errors import UserError, report
 from ..utils.cli import ArgumentParser
 from .preemption import PREEMPTED_EXIT_CODE, Preempted, request_stop
+
+# Exit code of an entry point whose process lost a peer (mvit.runtime.launch's, not imported: it pulls in torch).
+RANK_LOST_EXIT_CODE = 69
+# One failing task ends the step at once (default: the others wait in their next collective until a timeout).
+SRUN_ARGS = ("--kill-on-bad-exit=1",)
+# Exported in the job script before srun (the user's own value wins): NCCL aborts its communicators after an error
+# or DIST_TIMEOUT_S and the survivors raise, so they can requeue (see mvit.utils.distributed).
+NCCL_SETUP = ("export TORCH_NCCL_ASYNC_ERROR_HANDLING=${TORCH_NCCL_ASYNC_ERROR_HANDLING:-2}",)
 
 __all__ = [
     "REQUEUE_EXIT_CODE",
@@ -61,7 +79,7 @@ def _no_check(opts: Sequence[str]) -> None:
     return None
 
 
-def _no_job_check(cfg: str, opts: Sequence[str], tasks_per_node: int, nodes: int) -> None:
+def _no_job_check(cfg: str, opts: Sequence[str], tasks_per_node: int, nodes: int) -> Optional[str]:
     return None
 
 
@@ -79,7 +97,10 @@ class LaunchTarget:
             (checked at submission).
         check_job: ``(cfg, opts, tasks_per_node, nodes)``; raises :class:`~mvit.errors.UserError` for a config
             that cannot run on that many nodes and tasks (e.g. a batch that does not divide), checked at
-            submission so the error comes before the job waits in the queue.
+            submission so the error comes before the job waits in the queue; returns one line on the batch
+            arithmetic (or None).
+        cpu_opts: config overrides that ask the entry point for the CPU, added for ``--gpus-per-node 0`` (a GPU
+            config would otherwise stop in the job with "CUDA is not available").
         cooperative_stop: whether ``main`` honours :func:`mvit.runtime.preemption.request_stop` (checkpoint at the
             next iteration, then stop as above). Otherwise submitit's own handlers stay: on SIGUSR2 the job
             requeues at once and resumes from the entry point's last periodic checkpoint.
@@ -90,7 +111,8 @@ class LaunchTarget:
     main: Callable[[list[str]], Any]
     command_line: Callable[[str, Sequence[str], str, int, int], list[str]]
     check_overrides: Callable[[Sequence[str]], None] = _no_check
-    check_job: Callable[[str, Sequence[str], int, int], None] = _no_job_check
+    check_job: Callable[[str, Sequence[str], int, int], Optional[str]] = _no_job_check
+    cpu_opts: tuple[str, ...] = ()
     cooperative_stop: bool = True
     help: str = ""
 
@@ -193,7 +215,11 @@ def get_args_parser(
         "--cpus-per-task", type=int, default=None, help="CPU cores per task (default: 10 with GPUs, 1 without)"
     )
     res.add_argument(
-        "--mem-gb", type=float, default=None, help="memory per node in GB (default: the cluster's; 0: all of it)"
+        "--mem-gb",
+        type=float,
+        default=None,
+        help="memory per node in GB; 0: all of the node's (default: the cluster's DefMemPerCPU / DefMemPerGPU, "
+        "often a few GB per CPU: set it for data loaders that cache or decode video)",
     )
     res.add_argument("--time", type=int, default=4320, help="time limit in minutes (default: %(default)s)")
 
@@ -207,7 +233,12 @@ def get_args_parser(
     sched.add_argument("--partition", default=None, help="SLURM partition")
     sched.add_argument("--account", default=None, help="SLURM account")
     sched.add_argument("--qos", default=None, help="SLURM quality of service")
-    sched.add_argument("--constraint", default=None, help="SLURM node features, e.g. volta32gb")
+    sched.add_argument(
+        "--constraint",
+        default=None,
+        help="SLURM node features, e.g. a GPU type your cluster defines (the installed torch must have kernels for "
+        "it: see docs/gpu.md)",
+    )
     sched.add_argument("--comment", default=None, help="SLURM comment")
     sched.add_argument("--exclude", default=None, help="nodes to leave out")
     sched.add_argument(
@@ -224,6 +255,18 @@ def get_args_parser(
         help="time-limit requeues allowed by submitit's own handler, for entry points without cooperative stop "
         "(default: %(default)s)",
     )
+    sched.add_argument(
+        "--max-rank-loss-requeues",
+        type=int,
+        default=3,
+        help="requeues after a lost rank (a task killed, a node or NCCL peer gone) before the job fails "
+        "(default: %(default)s)",
+    )
+    sched.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the options and the config, print the sbatch script and the batch arithmetic; submit nothing",
+    )
     return parser
 
 
@@ -233,8 +276,8 @@ def _tasks_per_node(args: argparse.Namespace) -> int:
     return args.gpus_per_node if args.gpus_per_node > 0 else 1
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    """One-line errors for options that would otherwise fail inside the job."""
+def _check_args(args: argparse.Namespace) -> Optional[str]:
+    """One-line errors for options that would otherwise fail inside the job; returns the batch arithmetic line."""
     for name in ("nodes", "time"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -255,7 +298,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"options go before the config overrides: {' '.join(misplaced)}")
     target = get_target(args.target)
     target.check_overrides(opts)
-    target.check_job(args.cfg, opts, _tasks_per_node(args), args.nodes)
+    return target.check_job(args.cfg, _job_overrides(args), _tasks_per_node(args), args.nodes)
 
 
 class _MissingFile(UserError, FileNotFoundError):
@@ -265,6 +308,12 @@ class _MissingFile(UserError, FileNotFoundError):
 def _overrides(args: argparse.Namespace) -> list[str]:
     """The config overrides, without the ``--`` that may separate them from the options."""
     return list(args.opts[1:] if args.opts[:1] == ["--"] else args.opts)
+
+
+def _job_overrides(args: argparse.Namespace) -> list[str]:
+    """The overrides each task gets: the user's, then the target's CPU request for a job without GPUs."""
+    cpu = list(get_target(args.target).cpu_opts) if args.gpus_per_node == 0 else []
+    return [*_overrides(args), *cpu]
 
 
 def executor_parameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -277,9 +326,11 @@ def executor_parameters(args: argparse.Namespace) -> dict[str, Any]:
         "cpus_per_task": cpus,
         "timeout_min": args.time,
         "slurm_signal_delay_s": args.signal_delay,
+        "slurm_srun_args": list(SRUN_ARGS),
     }
     if args.gpus_per_node:
         params["gpus_per_node"] = args.gpus_per_node
+        params["slurm_setup"] = list(NCCL_SETUP)
     if args.mem_gb is not None:
         params["mem_gb"] = args.mem_gb
     for opt in ("partition", "account", "qos", "constraint", "comment", "exclude"):
@@ -298,6 +349,7 @@ class TrainingJob:
         opts: config overrides.
         job_dir: job folder (``%j`` is replaced by the job id); the entry point's OUTPUT_DIR.
         cpus_per_task: intra-op threads of each task.
+        max_rank_loss_requeues: requeues after a lost rank before the job fails.
     """
 
     target: LaunchTarget
@@ -305,6 +357,7 @@ class TrainingJob:
     opts: list[str]
     job_dir: str
     cpus_per_task: int = 1
+    max_rank_loss_requeues: int = 3
     _requeue_requested: bool = dataclasses.field(default=False, init=False, repr=False)
 
     def output_dir(self, job_id: str) -> str:
@@ -347,6 +400,8 @@ class TrainingJob:
         if isinstance(result, int) and not isinstance(result, bool):
             if result == PREEMPTED_EXIT_CODE:  # a CLI main caught Preempted after its checkpoint and logged where
                 self._exit_after_checkpoint(job_env, dist_env.rank)
+            if result == RANK_LOST_EXIT_CODE:  # the entry point printed which peer was lost
+                self._requeue_after_rank_loss(job_env, self.output_dir(job_env.job_id))
             if result:
                 # The entry point already printed the one-line reason (exit code 2: bad config, data or checkpoint).
                 raise RuntimeError(f"{self.target.name} exited with code {result}; see this task's log")
@@ -388,6 +443,36 @@ class TrainingJob:
             subprocess.run(["scontrol", "requeue", job_env.job_id], check=True, timeout=60)
         sys.exit(REQUEUE_EXIT_CODE)
 
+    def _requeue_after_rank_loss(self, job_env: submitit.JobEnvironment, output_dir: str) -> NoReturn:
+        """Requeue the job after a lost peer, as for a time limit, at most ``max_rank_loss_requeues`` times.
+
+        Every survivor asks (no peer is left to agree with on who should); a request for a job SLURM is already
+        requeueing fails harmlessly. The requeues so far are the distinct restart counts in a file of the job folder.
+        """
+        restart = os.environ.get("SLURM_RESTART_COUNT", "0")
+        record = Path(output_dir) / ".rank_loss_requeues"
+        try:
+            done = set(record.read_text().split())
+        except OSError:  # none yet
+            done = set()
+        if job_env.cluster != "slurm":
+            raise RuntimeError(f"{self.target.name} lost a rank; requeueing needs SLURM (cluster {job_env.cluster})")
+        if len(done - {restart}) >= self.max_rank_loss_requeues:
+            raise RuntimeError(
+                f"{self.target.name} lost a rank again after {len(done - {restart})} requeues "
+                f"(--max-rank-loss-requeues {self.max_rank_loss_requeues}); not requeued"
+            )
+        with contextlib.suppress(OSError), open(record, "a") as f:
+            f.write(restart + "\n")
+        logger.warning("a rank was lost; requeueing job %s to resume from the last checkpoint", job_env.job_id)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SLURM's SIGTERM for the requeue must not cut this short
+        done_requeue = subprocess.run(
+            ["scontrol", "requeue", job_env.job_id], capture_output=True, text=True, timeout=60
+        )
+        if done_requeue.returncode:
+            logger.info("scontrol requeue: %s (another task asked first)", done_requeue.stderr.strip())
+        sys.exit(REQUEUE_EXIT_CODE)
+
 
 def _task_logging() -> None:
     """Give this module's messages a place in the task's stderr log before the entry point sets up logging."""
@@ -400,13 +485,51 @@ def _task_logging() -> None:
     logger.propagate = False  # the entry point's handlers on "mvit" would print it twice
 
 
-def submit(args: argparse.Namespace) -> submitit.Job:
+class _SlurmScript(submitit.SlurmExecutor):
+    """submitit's SLURM executor on a machine without SLURM, only to write the job script (``--dry-run``)."""
+
+    @classmethod
+    def affinity(cls) -> int:
+        return 1
+
+
+def sbatch_script(args: argparse.Namespace) -> str:
+    """The sbatch script submitit writes for these options (``%j`` and the job's pickle paths left as templates)."""
+    executor = _SlurmScript(Path(args.job_dir).absolute() / "submitit", max_num_timeout=args.max_num_timeout)
+    # AutoExecutor's translation: "slurm_" keys are SLURM's own, the others generic (renamed, mem_gb -> "..GB").
+    params = {key.removeprefix("slurm_"): value for key, value in executor_parameters(args).items()}
+    executor.update_parameters(**executor._convert_parameters(params))
+    return executor._make_submission_file_text(executor._submitit_command_str, "dry-run")
+
+
+def _submit_or_explain(executor: submitit.AutoExecutor, task: TrainingJob) -> submitit.Job:
+    """``executor.submit(task)``; a failing sbatch (no controller, a bad partition) is one line naming its error."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):  # submitit prints sbatch's stderr before raising
+            return executor.submit(task)
+    except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError, OSError) as err:
+        said = [line.strip() for line in (str(err) or captured.getvalue()).splitlines() if line.strip()]
+        reason = next((line for line in said if "error" in line.lower()), said[0] if said else report(err))
+        raise UserError(f"sbatch failed: {reason}") from None
+
+
+def submit(args: argparse.Namespace) -> Optional[submitit.Job]:
     """Submit the training job described by parsed :func:`get_args_parser` options.
 
     Returns:
-        The submitted job; on the local executor it runs on this machine in the background.
+        The submitted job (on the local executor it runs on this machine in the background); None for
+        ``--dry-run``, which prints the sbatch script and the batch arithmetic instead.
     """
-    _check_args(args)
+    batch = _check_args(args)
+    if args.max_rank_loss_requeues < 0:
+        raise UserError(f"--max-rank-loss-requeues must be >= 0, got {args.max_rank_loss_requeues}")
+    if args.dry_run:
+        print(sbatch_script(args))
+        print(f"# batch: {batch or 'the entry point did not describe its batch'}")
+        return None
+    if batch:
+        logger.info("%s: %s", Path(args.cfg).name, batch)
     cluster = args.cluster or ("slurm" if shutil.which("sbatch") else "local")
     if cluster != "slurm" and args.nodes > 1:
         why = "sbatch is not on PATH" if args.cluster is None else f"--cluster {cluster}"
@@ -420,11 +543,12 @@ def submit(args: argparse.Namespace) -> submitit.Job:
     task = TrainingJob(
         target=get_target(args.target),
         cfg=str(Path(args.cfg).absolute()),
-        opts=_overrides(args),
+        opts=_job_overrides(args),
         job_dir=str(job_dir),
         cpus_per_task=params["cpus_per_task"],
+        max_rank_loss_requeues=args.max_rank_loss_requeues,
     )
-    job = executor.submit(task)
+    job = _submit_or_explain(executor, task)
     logger.info("submitted %s job %s (%s)", executor.cluster, job.job_id, task.target.name)
     logger.info("job folder: %s", task.output_dir(str(job.job_id)))
     logger.info("logs: %s", job.paths.stdout)

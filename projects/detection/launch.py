@@ -39,31 +39,38 @@ def check_overrides(opts: Sequence[str]) -> None:
 
 def run_task(argv: list[str]) -> Any:
     """Run train_net's ``main`` in this task (what ``detectron2.engine.launch`` does in each worker)."""
-    import datetime
+    import sys
 
     import torch
     import torch.distributed as dist
+    from detectron2.config import LazyConfig
     from detectron2.utils import comm
 
-    from mvit.utils.distributed import collective_timeout_s
+    from mvit.errors import report
+    from mvit.runtime.launch import RANK_LOST_EXIT_CODE
+    from mvit.utils.distributed import init_process_group, is_distributed, is_peer_loss
 
     from . import train_net
 
     args = train_net.parse_args(argv)
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    if world_size > 1:
-        has_gpu = torch.cuda.is_available()
-        if has_gpu:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(
-            backend="nccl" if has_gpu else "gloo",
-            init_method="env://",
-            timeout=datetime.timedelta(seconds=collective_timeout_s()),
-        )
-        comm.create_local_process_group(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
-        comm.synchronize()
+    world_size, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    train_net.check_device(cfg, local_world)
     try:
+        if world_size > 1:
+            # This task's own GPU, current before the group exists (no NCCL context on another task's GPU).
+            on_gpu = str(cfg.train.device).startswith("cuda")
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if on_gpu else None
+            init_process_group("nccl" if on_gpu else "gloo", "env://", world_size, rank, device=device)
+            comm.create_local_process_group(local_world)
+            comm.synchronize()
         return train_net.main(args)
+    except Exception as err:
+        if not (is_distributed() and is_peer_loss(err)):
+            raise
+        print(f"error: rank {rank} lost contact with a peer: {report(err)}", file=sys.stderr, flush=True)
+        return RANK_LOST_EXIT_CODE
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -75,6 +82,7 @@ TARGET = register_target(
         main=run_task,
         command_line=command_line,
         check_overrides=check_overrides,
+        cpu_opts=("train.device=cpu",),  # --gpus-per-node 0: --tasks-per-node CPU processes (gloo)
         # train_net's StopOnRequest hook checkpoints after the current iteration; `--resume` continues.
         cooperative_stop=True,
         help="projects/detection/train_net.py, detectron2 LazyConfig",

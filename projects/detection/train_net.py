@@ -20,7 +20,9 @@ a URL or ``zoo:<tag>`` (``tools/model_info.py --weights``: e.g. ``zoo:mvitv2_t.f
 ``zoo:mvitv2_t.fb_coco_mask_rcnn`` for detectron2's released detector). Nothing in a checkpoint is executed on
 load: pickles are read with an allow-list (``projects/detection/checkpoint.py``).
 
-Without a GPU, ``train.device`` falls back to ``cpu`` and AMP is turned off.
+Devices: ``train.device=cuda`` (the configs' default) needs ``--num-gpus`` GPUs on each machine; CUDA unavailable,
+fewer GPUs visible or a GPU the installed torch has no kernels for stops with one line, exit 2 (never a silent
+switch to the CPU). ``train.device=cpu`` trains on the CPU (``--num-gpus N``: N gloo processes) with AMP off.
 
 Preemption: a stop request (:func:`mvit.runtime.preemption.request_stop`, which the SLURM launcher calls on
 ``SIGUSR2`` before a time limit and on ``SIGTERM``) makes the trainer write ``model_{iter}.pth`` after the current
@@ -65,6 +67,7 @@ from mvit.runtime import preemption
 from mvit.runtime.launch import RANK_LOST_EXIT_CODE
 from mvit.runtime.lock import hold_until_exit, release_held
 from mvit.utils.cli import ArgumentParser
+from mvit.utils.devices import check_cuda
 from mvit.utils.distributed import collective_timeout_s
 from projects.detection.backbone import MViTBackbone
 from projects.detection.checkpoint import SafeDetectionCheckpointer
@@ -348,8 +351,7 @@ def setup(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     cfg = apply_user_coco(cfg, args, args.opts)  # --train-json ...: registered in every process
-    if str(cfg.train.device).startswith("cuda") and not torch.cuda.is_available():
-        cfg.train.device = "cpu"
+    check_device(cfg, int(os.environ.get("LOCAL_WORLD_SIZE", args.num_gpus)))
     if cfg.train.device == "cpu":
         # AMP (GradScaler + float16 autocast) and fp16 gradient compression need CUDA.
         cfg.train.amp.enabled = False
@@ -359,7 +361,7 @@ def setup(args):
         hold_until_exit(cfg.train.output_dir)
     _default_setup(cfg, args)
     if cfg.train.device == "cpu":
-        logger.info("No GPU: training on CPU with AMP off")
+        logger.info("train.device=cpu: training on the CPU with AMP off")
     if getattr(args, "user_coco_summary", None):
         logger.info("%s", args.user_coco_summary)
     return cfg
@@ -411,6 +413,23 @@ def check_config(args: argparse.Namespace):
     return apply_user_coco(cfg, args, args.opts)
 
 
+_CPU_HINT = "train.device=cpu trains on the CPU (--num-gpus N: N CPU processes)"
+
+
+def check_device(cfg, processes: int) -> None:
+    """One line (:class:`~mvit.errors.ConfigError`) when ``train.device`` cannot be had on this machine.
+
+    Args:
+        processes: processes on this machine (``--num-gpus``), one GPU each when the device is cuda.
+    """
+    device = str(cfg.train.device)
+    if device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise ConfigError(f"train.device={device}: expected cuda or cpu")
+    check_cuda(max(1, processes), f"train.device={device} with --num-gpus {processes}", _CPU_HINT)
+
+
 def invoke_main(argv: Optional[List[str]] = None) -> int:
     """Run the command line ``argv``; returns 0, or :data:`~mvit.runtime.preemption.PREEMPTED_EXIT_CODE` after a stop.
 
@@ -419,6 +438,7 @@ def invoke_main(argv: Optional[List[str]] = None) -> int:
     """
     args = parse_args(argv)
     cfg = check_config(args)
+    check_device(cfg, args.num_gpus)  # in this process, before any other starts
     try:
         launch(
             main,

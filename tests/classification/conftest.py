@@ -18,6 +18,8 @@ CLASSES = ("circle", "square", "stripes")
 
 # A 2-block MViTv2 on 16x16 images (8x8 tokens, then 4x4): seconds per epoch on one CPU thread.
 TINY_YAML = """\
+# The CPU runs of the tests: NUM_GPUS processes on the CPU (a GPU config stops with one line where CUDA is missing).
+DEVICE: cpu
 MVIT:
   PATCH_KERNEL: [3, 3]
   PATCH_STRIDE: [2, 2]

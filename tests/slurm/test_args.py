@@ -7,7 +7,6 @@ import signal
 from pathlib import Path
 
 import pytest
-import submitit
 
 from mvit.runtime import submit as launcher
 from mvit.runtime.submit import TrainingJob, executor_parameters, get_args_parser, get_target, load_script, submit
@@ -47,11 +46,11 @@ def test_multi_node_gpu_job_parameters() -> None:
         "slurm_comment": "c",
         "slurm_account": "a",
         "slurm_qos": "q",
+        "slurm_srun_args": ["--kill-on-bad-exit=1"],  # one failed task ends the step
+        "slurm_setup": ["export TORCH_NCCL_ASYNC_ERROR_HANDLING=${TORCH_NCCL_ASYNC_ERROR_HANDLING:-2}"],
     }
-    # submitit accepts every key and turns them into sbatch flags.
-    executor = submitit.AutoExecutor(folder="/tmp/job/submitit", cluster="slurm")
-    executor.update_parameters(**params)
-    script = executor._executor._make_submission_file_text("python -m x", "uid")
+    # submitit accepts every key and turns them into sbatch flags (its script, written without srun on PATH).
+    script = launcher.sbatch_script(args)
     for flag in ("--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=8", "--partition=P", "--signal=USR2@120"):
         assert f"#SBATCH {flag}" in script
 
