@@ -54,7 +54,7 @@ from mvit.models.weights import Weights, get_weights
 from mvit.models.weights import class_names as weights_class_names
 from mvit.runtime.projects import load_projects
 from mvit.utils.cli import ArgumentParser
-from mvit.utils.device import add_device_argument, resolve_device
+from mvit.utils.devices import add_device_argument, resolve_device
 
 # The projects whose input loaders read the files (images, videos) and whose config keys the yaml may use.
 PROJECTS = ("projects.classification", "projects.video")

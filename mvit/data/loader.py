@@ -12,7 +12,6 @@ import atexit
 import logging
 import math
 import multiprocessing
-import os
 import re
 import signal
 from typing import Any, Iterator, Optional, Sequence
@@ -21,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import UserError
+from ..utils.devices import available_cpus
 from ..utils.rng import derive_seed, forked_rng
 
 logger = logging.getLogger(__name__)
@@ -213,18 +213,9 @@ def _register_exit_handler() -> None:
         _exit_handler_registered = True
 
 
-def _usable_cpus() -> int:
-    """CPUs this process may run on (its affinity: a SLURM or taskset share), as torch's DataLoader counts them."""
-    # Written here: another branch may add mvit.utils.available_cpus(); this one is what the loader needs.
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
-
-
 def _workers_for_this_machine(requested: int) -> int:
     """``DATA_LOADER.NUM_WORKERS`` capped at the usable CPUs (torch warns above them: the workers only contend)."""
-    cpus = _usable_cpus()
+    cpus = available_cpus()
     if requested > cpus:
         logger.info("DATA_LOADER.NUM_WORKERS %d lowered to %d: the CPUs this process may use", requested, cpus)
         return cpus

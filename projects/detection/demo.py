@@ -25,7 +25,7 @@ import torch
 
 from mvit.errors import run_cli
 from mvit.utils.cli import ArgumentParser
-from mvit.utils.device import add_device_argument, resolve_device
+from mvit.utils.devices import add_device_argument, resolve_device
 from projects.detection.data.synthetic_coco import dataset_paths, generate_synthetic_coco
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "mask_rcnn_mvitv2_demo_synthetic.py")

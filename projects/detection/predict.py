@@ -218,7 +218,7 @@ def run(
     """``tools/predict.py`` for a LazyConfig (``.py``) file; see the module docstring."""
     from detectron2.config import LazyConfig
 
-    from mvit.utils.device import resolve_device
+    from mvit.utils.devices import resolve_device
 
     images = list_images(files)  # before the (slow) model set-up
     if not 0.0 <= score_threshold <= 1.0:

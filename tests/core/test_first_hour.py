@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import logging
-import os
 import re
 import shlex
 import sys
@@ -215,8 +214,9 @@ def test_convert_checkpoint_creates_the_output_folder(tmp_path, make_tiny):
 # ------------------------------------------------------------------ 8. workers and output fit the machine
 def test_loader_workers_are_capped_at_the_cpus_this_process_may_use(caplog):
     from mvit.data.loader import build_loader
+    from mvit.utils.devices import available_cpus
 
-    cpus = len(os.sched_getaffinity(0))
+    cpus = available_cpus()
     with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="mvit.data.loader"):
         warnings.simplefilter("error")  # torch's "Our suggested max number of worker ..." UserWarning
         loader = build_loader(list(range(8)), batch_size=2, train=False, seed=0, num_workers=cpus + 2)
