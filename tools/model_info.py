@@ -3,7 +3,7 @@
 
     python tools/model_info.py mvitv2_t
     python tools/model_info.py --cfg configs/K400/MVITv2_S_16x4.yaml
-    python tools/model_info.py --zoo-table          # the README's model zoo table (all models: takes minutes)
+    python tools/model_info.py --zoo-table          # docs/model_zoo.md's table (all models: takes minutes)
     python tools/model_info.py --weights            # the released weights: tags for pretrained= / zoo:<tag>
 
 FLOPs follow fvcore: batch 1, one multiply-add counted as one flop. The explicit attention path is used

@@ -37,7 +37,7 @@ def add_video_config(cfg: CfgNode) -> None:
     data.PATH_PREFIX = ""
     data.PATH_LABEL_SEPARATOR = " "
     # Only "pyav": torchvision 0.29 has no video decoder, torchcodec needs a system FFmpeg, decord 0.6 was
-    # slower on H.264 and MPEG-4 clips (README, "Input pipelines").
+    # slower on H.264 and MPEG-4 clips (docs/speed.md, "Input pipelines").
     data.DECODING_BACKEND = "pyav"
     # Attempts per item before giving up; each failed video is logged and replaced by another one.
     data.NUM_RETRIES = 10

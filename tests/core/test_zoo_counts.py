@@ -7,7 +7,7 @@ import mvit
 from mvit import resolve_config
 from mvit.models import MViT, model_info
 
-# (name, parameters) from timm, torchvision and PySlowFast (see README "Model zoo").
+# (name, parameters) from timm, torchvision and PySlowFast (see docs/model_zoo.md).
 PARAMS = {
     "mvitv2_t": 24_173_320,
     "mvitv2_s": 34_870_216,
