@@ -19,8 +19,10 @@ map averaged over space and time; ``class_names``), ``<name>.csv`` (start, end, 
 ``<name>.png`` (class scores over time); ``index.csv`` lists every video with its status. Videos whose npz exists
 are skipped (resume after an interruption); a file that cannot be decoded is reported on one line and skipped.
 
-``--benchmark``: windows per second with shared decoding and with each window decoded separately (a seek and a
-decode per window, the way a clip data set reads), end to end with the model; nothing is written.
+``--benchmark``: windows per CPU-second of the input side (decode, sample, transform: what the model is fed) with
+shared decoding and with each window decoded separately (a seek and a decode per window, by the project's
+``VideoReader`` and by pytorchvideo's ``get_clip``), then end to end with the model (not with ``--decode-only``);
+alternating rounds, median of per-round ratios; nothing is written.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ import argparse
 import csv
 import math
 import os
+import statistics
 import sys
 import time
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from fractions import Fraction
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import av
 import numpy as np
@@ -44,7 +48,7 @@ from explain import add_model_args, load_model  # noqa: E402
 
 from mvit.errors import DataError, UserError, report, run_cli  # noqa: E402
 from mvit.utils.cli import ArgumentParser  # noqa: E402
-from projects.video.data.decoding import VideoDecodeError, VideoReader  # noqa: E402
+from projects.video.data.decoding import ReferenceVideoReader, VideoDecodeError, VideoReader  # noqa: E402
 from projects.video.data.kinetics import build_eval_transform  # noqa: E402
 
 __all__ = ["Window", "per_window_clips", "plan_windows", "shared_clips", "main"]
@@ -78,42 +82,74 @@ def _open(path: str) -> Tuple[int, float]:
         return reader.num_frames, float(reader.fps)
 
 
+def _frame_index(pts: Optional[int], start_pts: int, frames_per_tick: Fraction, previous: int) -> int:
+    """The frame number of a timestamp, as :meth:`VideoReader.span_pts` numbers frames (frame k starts at k / fps);
+    a frame without a timestamp follows the previous one."""
+    if pts is None:
+        return previous + 1
+    return math.floor((pts - start_pts) * frames_per_tick)
+
+
 def shared_clips(path: str, windows: Sequence[Window], transform) -> Iterator[Tuple[int, torch.Tensor]]:
     """``(k, clip (C, T, S, S))`` of each window in order, decoding the video once front to back.
 
-    A frame is converted to RGB and transformed once, when decoded, and dropped when no later window needs it.
-    If the stream ends before the header's frame count, the missing frames repeat the last decoded one.
+    Only the work the windows need is done: a packet whose frame no window samples is decoded only if other
+    frames refer to it (FFmpeg's ``skip_frame = NONREF``, as :class:`VideoReader` skips the frames before a
+    span); only sampled frames are converted to RGB; they are transformed as one batch per window emitted, once
+    each, and dropped when no later window needs them. Frames are numbered by timestamp, as
+    :meth:`VideoReader.get_frames` takes them, so the clips equal those of :func:`per_window_clips`. If the stream
+    ends before the header's frame count, the missing frames repeat the last sampled one.
     """
-    needed = {}
-    for w in windows:
-        for i in w.indices.tolist():
-            needed[i] = True
-    frames: Dict[int, torch.Tensor] = {}
-    next_window = 0
+    needed = {i for w in windows for i in w.indices.tolist()}
+    frames: Dict[int, torch.Tensor] = {}  # transformed (C, S, S) frames still needed
+    pending: List[Tuple[int, torch.Tensor]] = []  # RGB frames not yet transformed
+    last: List[torch.Tensor] = []  # the last sampled frame, for a stream shorter than its header
+    next_window, index = 0, -1
+
+    def transform_pending() -> None:
+        if pending:
+            batch = transform(torch.stack([rgb for _, rgb in pending]))  # (C, n, S, S)
+            for j, (i, _) in enumerate(pending):
+                frames[i] = batch[:, j]
+            last[:] = [batch[:, -1]]
+            pending.clear()
 
     def clip(w: Window) -> torch.Tensor:
-        # Past the end of a stream shorter than its header says: the last decoded frame, repeated.
-        return torch.stack([frames[i] if i in frames else frames[max(frames)] for i in w.indices.tolist()], dim=1)
+        transform_pending()
+        return torch.stack([frames.get(i, last[0]) for i in w.indices.tolist()], dim=1)
 
     try:
         with av.open(path) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            for index, frame in enumerate(container.decode(stream)):
-                if index in needed:
-                    rgb = torch.from_numpy(frame.to_rgb().to_ndarray()).permute(2, 0, 1)
-                    frames[index] = transform(rgb[None])[:, 0]
-                while next_window < len(windows) and windows[next_window].last <= index:
-                    yield next_window, clip(windows[next_window])
-                    next_window += 1
-                    keep_from = windows[next_window].first if next_window < len(windows) else math.inf
-                    for i in [i for i in frames if i < keep_from]:
-                        del frames[i]
-                if next_window == len(windows):
-                    return
+            codec = stream.codec_context
+            rate = stream.average_rate or stream.guessed_rate
+            if not rate or stream.time_base is None:
+                raise VideoDecodeError(f"{path}: no frame rate in the header")
+            frames_per_tick = Fraction(stream.time_base) * Fraction(rate)
+            start_pts = stream.start_time or 0
+            try:
+                for packet in container.demux(stream):
+                    wanted = packet.pts is None or _frame_index(packet.pts, start_pts, frames_per_tick, 0) in needed
+                    codec.skip_frame = "DEFAULT" if wanted else "NONREF"
+                    for frame in packet.decode():
+                        index = _frame_index(frame.pts, start_pts, frames_per_tick, index)
+                        if index in needed and index not in frames and all(i != index for i, _ in pending):
+                            pending.append((index, torch.from_numpy(frame.to_rgb().to_ndarray()).permute(2, 0, 1)))
+                        while next_window < len(windows) and windows[next_window].last <= index:
+                            yield next_window, clip(windows[next_window])
+                            next_window += 1
+                            keep_from = windows[next_window].first if next_window < len(windows) else math.inf
+                            for i in [i for i in frames if i < keep_from]:
+                                del frames[i]
+                        if next_window == len(windows):
+                            return
+            finally:
+                codec.skip_frame = "DEFAULT"
     except (av.error.FFmpegError, OSError) as err:
         raise VideoDecodeError(f"{path}: cannot decode ({err})") from None
-    if not frames:
+    transform_pending()
+    if not last:
         raise VideoDecodeError(f"{path}: no frame decoded")
     for k in range(next_window, len(windows)):
         yield k, clip(windows[k])
@@ -222,20 +258,87 @@ def plot_scores(path: str, times: np.ndarray, scores: np.ndarray, names: Sequenc
     plt.close(fig)
 
 
-def benchmark(model, cfg, videos: Sequence[str], stride: Optional[float], batch: int) -> None:
-    """Print windows per second with shared and with per-window decoding, and their ratio."""
-    rates = {}
-    for shared in (True, False):
-        count, seconds = 0, 0.0
-        for path in videos:
-            t0 = time.perf_counter()
-            windows, _ = extract(model, cfg, path, stride, batch, False, shared)
-            seconds += time.perf_counter() - t0
-            count += len(windows)
-        rates[shared] = count / seconds
-        label = "shared decoding    " if shared else "per-window decoding"
-        print(f"{label}: {count} windows in {seconds:.2f} s = {rates[shared]:.2f} windows/s")
-    print(f"ratio (shared / per-window): {rates[True] / rates[False]:.2f}x")
+def _per_window_pytorchvideo(path: str, windows: Sequence[Window], transform) -> Iterator[Tuple[int, torch.Tensor]]:
+    """Each window decoded on its own by pytorchvideo's ``EncodedVideoPyAV.get_clip`` (every frame of the span
+    converted to RGB): what a tool built on a clip data set's reader does."""
+    with ReferenceVideoReader(path) as reader:
+        for k, w in enumerate(windows):
+            yield k, transform(reader.get_frames(w.indices))
+
+
+INPUT_PATHS: Dict[str, Callable] = {
+    "shared decoding": shared_clips,
+    "per-window, VideoReader": per_window_clips,
+    "per-window, pytorchvideo get_clip": _per_window_pytorchvideo,
+}
+
+
+def benchmark(
+    model,
+    cfg,
+    videos: Sequence[str],
+    stride: Optional[float],
+    batch: int,
+    rounds: int,
+    max_windows: int,
+    model_too: bool,
+) -> None:
+    """Print windows per CPU-second (this process's CPU time, all its threads) of the input side, shared vs each
+    window decoded separately, and with ``model_too`` end to end; the variants alternate in rounds (the order
+    flips every round) and each ratio is the median of the per-round ratios (the machine may be shared)."""
+    data = cfg.DATA
+    span_s = data.NUM_FRAMES * data.SAMPLING_RATE / data.TARGET_FPS
+    transform = build_eval_transform(cfg)
+    plans = []
+    for path in videos:
+        num_frames, fps = _open(path)
+        windows = plan_windows(
+            num_frames, fps, data.NUM_FRAMES, data.SAMPLING_RATE, data.TARGET_FPS, stride or span_s / 2
+        )
+        plans.append((path, windows[:max_windows] if max_windows else windows))
+    count = sum(len(w) for _, w in plans)
+    print(
+        f"{len(plans)} video(s), {count} windows of {data.NUM_FRAMES} frames every {data.SAMPLING_RATE} at "
+        f"{data.TARGET_FPS} fps, stride {stride or span_s / 2:.3f} s, crop {data.TEST_CROP_SIZE}"
+    )
+
+    def input_side(source: Callable) -> None:
+        for path, windows in plans:
+            for _ in source(path, windows, transform):
+                pass
+
+    def end_to_end(source: Callable) -> None:
+        for path, windows in plans:
+            pending = []
+            for _, clip in source(path, windows, transform):
+                pending.append(clip)
+                if len(pending) == batch:
+                    forward_windows(model, torch.stack(pending), False)
+                    pending.clear()
+            if pending:
+                forward_windows(model, torch.stack(pending), False)
+
+    tables = [("input side (decode + sample + transform)", input_side, list(INPUT_PATHS))]
+    if model_too:
+        tables.append((f"end to end (with the model, batch {batch})", end_to_end, list(INPUT_PATHS)[:2]))
+    for title, run, names in tables:
+        run(INPUT_PATHS[names[0]])  # warm-up: imports, first allocations
+        per_round = []
+        for r in range(rounds):
+            row = {}
+            for name in names if r % 2 == 0 else names[::-1]:
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                run(INPUT_PATHS[name])
+                row[name] = (count / (time.process_time() - cpu0), count / (time.perf_counter() - wall0))
+            per_round.append(row)
+        print(f"\n{title}, {rounds} rounds\n")
+        print("| path | windows / CPU-s | windows / wall-s | shared / this (CPU) |")
+        print("|---|---:|---:|---:|")
+        for name in names:
+            cpu = statistics.median(row[name][0] for row in per_round)
+            wall = statistics.median(row[name][1] for row in per_round)
+            ratio = statistics.median(row[names[0]][0] / row[name][0] for row in per_round)
+            print(f"| {name} | {cpu:.2f} | {wall:.2f} | {ratio:.2f}x |")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -248,11 +351,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--topk", type=int, default=5, help="classes per window in the csv (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--benchmark", action="store_true", help="shared vs per-window decoding speed, no output")
+    parser.add_argument("--decode-only", action="store_true", help="--benchmark: the input side only, no model")
+    parser.add_argument("--rounds", type=int, default=3, help="--benchmark: alternating rounds (default: %(default)s)")
+    parser.add_argument("--max-windows", type=int, default=0, help="--benchmark: the first N windows of each video")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(parser)
     args = parser.parse_args(argv)
     if args.stride is not None and args.stride <= 0:
         raise UserError(f"--stride {args.stride}: must be positive (seconds)")
+    if args.rounds < 1:
+        raise UserError(f"--rounds {args.rounds}: must be at least 1")
     if args.batch < 1:
         raise UserError(f"--batch {args.batch}: must be at least 1")
     if args.threads:
@@ -262,7 +370,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "SAMPLING_RATE" not in cfg.DATA or len(cfg.MVIT.PATCH_KERNEL) != 3:
         raise UserError(f"{args.cfg_file}: not a video model config (3-D MVIT.PATCH_KERNEL and video DATA keys)")
     if args.benchmark:
-        benchmark(model, cfg, videos, args.stride, args.batch)
+        benchmark(model, cfg, videos, args.stride, args.batch, args.rounds, args.max_windows, not args.decode_only)
         return 0
     os.makedirs(args.out, exist_ok=True)
     rows, failed = [], 0

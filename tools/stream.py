@@ -138,7 +138,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         continue
                     from mvit.export import optimize_for_cpu
 
-                    run = optimize_for_cpu(model, "int8", calibration=calibration, example=clip)
+                    # One clip per prediction: export at batch 1 (a dynamic batch fails: the stream's example specialises it).
+                    run = optimize_for_cpu(model, "int8", calibration=calibration, example=clip, dynamic_batch=False)
                 else:
                     from mvit.export import optimize_for_cpu
 

@@ -16,6 +16,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 VIDEO_CFG = str(ROOT / "configs/DEMO/video_motion.yaml")
 IMAGE_CFG = str(ROOT / "configs/DEMO/MVITv2_digits.yaml")
+# The demo models at 16 channels (the same stages, pooling and tokens): the tools' logic, not the width, is tested.
+NARROW = ["--opts", "MVIT.EMBED_DIM", "16"]
 
 
 def tool(name: str):
@@ -60,7 +62,7 @@ def test_extract_features_outputs_resume_and_bad_files(video, tmp_path, capsys):
     out = tmp_path / "features"
     args = ["--cfg", VIDEO_CFG, "--random-weights", str(listing), "--out", str(out), "--stage-maps", "--no-progress"]
     torch.manual_seed(0)  # --random-weights: the same model in each run
-    assert extract.main(args + ["--batch", "4"]) == 0
+    assert extract.main(args + ["--batch", "4"] + NARROW) == 0
     err = capsys.readouterr().err
     assert err.count("skipped:") == 1 and "broken.mp4" in err
     with np.load(out / "walk.npz") as npz:
@@ -68,8 +70,8 @@ def test_extract_features_outputs_resume_and_bad_files(video, tmp_path, capsys):
         stage_maps = [npz[f"stage{k}"] for k in range(3)]
     # 16-frame clips (8 frames every 2nd at 30 fps) every half clip (8 frames) over 60 frames: 6 windows.
     assert len(start) == 6 and np.allclose(start, np.arange(6) * 8 / 30) and np.allclose(end - start, 16 / 30)
-    assert features.shape == (6, 192) and scores.shape == (6, 6) and np.allclose(scores.sum(1), 1, atol=1e-5)
-    assert [m.shape for m in stage_maps] == [(6, 48), (6, 96), (6, 192)]
+    assert features.shape == (6, 64) and scores.shape == (6, 6) and np.allclose(scores.sum(1), 1, atol=1e-5)
+    assert [m.shape for m in stage_maps] == [(6, 16), (6, 32), (6, 64)]
     rows = list(csv.reader(open(out / "walk.csv")))
     assert rows[0][:4] == ["start", "end", "top1", "score1"] and len(rows) == 7
     assert os.path.getsize(out / "walk.png") > 1000
@@ -79,18 +81,18 @@ def test_extract_features_outputs_resume_and_bad_files(video, tmp_path, capsys):
     reference = features.copy()
     os.remove(out / "walk.npz")
     torch.manual_seed(0)
-    assert extract.main(args + ["--batch", "1"]) == 0
+    assert extract.main(args + ["--batch", "1"] + NARROW) == 0
     with np.load(out / "walk.npz") as npz:
         np.testing.assert_allclose(npz["features"], reference, rtol=1e-4, atol=1e-5)
     mtime = os.path.getmtime(out / "walk.npz")
-    assert extract.main(args) == 0
+    assert extract.main(args + NARROW) == 0
     assert os.path.getmtime(out / "walk.npz") == mtime
     assert list(csv.DictReader(open(out / "index.csv")))[0]["status"] == "done earlier"
 
 
 def test_stream_predicts_every_n_frames(video, capsys):
     stream = tool("stream")
-    assert stream.main(["--cfg", VIDEO_CFG, "--random-weights", video, "--every", "10"]) == 0
+    assert stream.main(["--cfg", VIDEO_CFG, "--random-weights", video, "--every", "10", *NARROW]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("t=")]
     # A full 16-frame buffer at frame 16, then every 10 frames up to 60: frames 16, 26, 36, 46, 56.
     assert [int(line.split("frame")[1].split(":")[0]) for line in lines] == [16, 26, 36, 46, 56]
@@ -105,7 +107,7 @@ def test_explain_tool_image_and_clip(video, tmp_path):
     Image.fromarray((np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)).save(image)
     out = tmp_path / "maps"
     for cfg, path, shape in [(IMAGE_CFG, str(image), (32, 32)), (VIDEO_CFG, video, (8, 32, 32))]:
-        assert explain.main(["--cfg", cfg, "--random-weights", path, "--out", str(out)]) == 0
+        assert explain.main(["--cfg", cfg, "--random-weights", path, "--out", str(out), *NARROW]) == 0
         stem = out / Path(path).stem
         with np.load(f"{stem}.npz") as npz:
             assert npz["gradcam"].shape == npz["rollout"].shape == shape
