@@ -5,7 +5,9 @@ changing direction every few seconds (for tools/extract_features.py, tools/strea
     python tools/make_test_video.py --out videos/long.mp4 --seconds 20 --size 320x240
 
 x264's default group of pictures (a keyframe every 250 frames at most) as in real videos; the bytes depend only
-on the arguments.
+on the arguments. The square on a still background costs almost nothing to decode; ``--scene photo`` writes a camera
+panning over a photo with sensor noise at a Kinetics-like bit rate (tools/benchmark_loader.py's clips), whose
+decoding costs what real videos cost (for speed measurements).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--size", default="320x240", help="WIDTHxHEIGHT, even numbers (default: %(default)s)")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scene", choices=("shapes", "photo"), default="shapes", help="(default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
@@ -68,6 +71,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError(f"--size {args.size}: H.264 in yuv420p needs even sizes of at least 8")
     if args.seconds <= 0 or args.fps <= 0:
         raise UserError("--seconds and --fps must be positive")
+    if args.scene == "photo":
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from benchmark_loader import make_clip
+
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        make_clip(Path(args.out), "libx264", args.fps, width, height, args.seconds, args.seed)
+        print(args.out)
+        return 0
     print(write_video(args.out, args.seconds, width, height, args.fps, args.seed))
     return 0
 
