@@ -30,14 +30,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/predict.
 
 from predict import PROJECTS, _load_state, class_names  # noqa: E402
 
+from mvit.api import create_model  # noqa: E402
 from mvit.checkpoint import is_training_state, load_checkpoint, read_checkpoint  # noqa: E402
 from mvit.config import load_config  # noqa: E402
-from mvit.engine import find_input_loader  # noqa: E402
-from mvit.engine.plugins import load_projects  # noqa: E402
+from mvit.data import find_input_loader  # noqa: E402
 from mvit.errors import UserError, run_cli  # noqa: E402
 from mvit.explain import attention_rollout, grad_cam  # noqa: E402
-from mvit.models import MViT, create_model  # noqa: E402
+from mvit.models import MViT  # noqa: E402
 from mvit.models.weights import get_weights  # noqa: E402
+from mvit.runtime.projects import load_projects  # noqa: E402
 from mvit.utils.cli import ArgumentParser  # noqa: E402
 
 __all__ = ["add_model_args", "load_model", "main"]
