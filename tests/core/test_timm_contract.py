@@ -4,14 +4,12 @@ Written here (not timm's file): forward (and with gradient checkpointing), backw
 parameter, the pretrained config and classifier fields, ``features_only`` through timm's builder,
 ``forward_intermediates``, torch.fx symbolic tracing (same output; backward through the traced graph), torchvision's
 ``create_feature_extractor`` on an image and a video model, and timm's names as aliases of the same architectures.
-T / S / B run at 64x64 (the position tables are interpolated); L runs one forward at 64x64; H is built on the meta
-device (metadata and shapes only: 667 M parameters take seconds to initialise and 2.7 GB).
+T / S / B run at 64x64 (the position tables are interpolated); L and H are built on the meta device (metadata and
+shapes only: 218 M / 667 M parameters take seconds to initialise).
 TorchScript: not supported (see ``test_torchscript_is_not_supported``).
 """
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
@@ -59,9 +57,11 @@ def test_default_cfg_and_heads(built):
     with torch.no_grad():
         tokens = model.forward_features(x)
         pre = model.forward_head(tokens, pre_logits=True)
-        headless = _timm(name, num_classes=0).eval()(x)
     assert tokens.shape[-1] == model.num_features and pre.shape == (2, model.head_hidden_size)
-    assert headless.shape == (2, model.num_features) and model.num_classes == 1000
+    if name == "mvitv2_t":  # timm's num_classes=0 (one more model: the smallest only)
+        headless = _timm(name, num_classes=0).eval()
+        with torch.no_grad():
+            assert headless(x).shape == (2, headless.num_features) and headless.num_classes == 0
 
 
 def test_features_only_through_timms_builder(built):
@@ -118,12 +118,13 @@ def test_fx_trace_same_output_and_backward():
         traced.eval()(x[..., 0])
 
 
-def test_large_forward_and_huge_on_meta_device():
-    """L: one forward at 64x64. H: built on the meta device, its metadata and output shapes (no arithmetic)."""
-    with torch.no_grad():
-        large = _timm("mvitv2_l").eval()
-        out = large(torch.randn(1, 3, SIZE, SIZE))
-    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+def test_large_and_huge_on_meta_device():
+    """L and H built on the meta device: metadata and output shapes, no arithmetic (218 M and 667 M parameters take
+    seconds to initialise; their blocks are those of T / S / B, which run above)."""
+    with torch.device("meta"):
+        large = _timm("mvitv2_l")
+        out = large(torch.empty(1, 3, SIZE, SIZE))
+    assert out.shape == (1, 1000)
     # L widens in the MLP (dim_mul_in_att=False): a stage ends at the next stage's width, as timm's feature_info.
     assert [i["num_chs"] for i in large.feature_info] == [288, 576, 1152, 1152]
     with torch.device("meta"):
@@ -146,9 +147,7 @@ def test_torchvision_feature_extractor_on_an_image_and_a_video_model():
             expected = model.forward_intermediates(x, output_fmt="NLC", intermediates_only=True)
         assert list(features) == list(nodes.values())
         for got, want in zip(features.values(), expected):
-            # A block returns (tokens, grid); the grid is the token grid of the stage.
-            torch.testing.assert_close(got[0], want, rtol=0, atol=0)
-            assert math.prod(got[1]) + int(model.cls_embed_on) == want.shape[1], name
+            torch.testing.assert_close(got, want, rtol=0, atol=0)  # a block's node: the tokens it returns
 
 
 def test_eager_input_check_is_one_line():
@@ -204,11 +203,11 @@ def test_alias_has_timms_parameter_count(alias):
 
 def test_class_token_alias_gives_timms_logits(tmp_path, perturb):
     """Architecture, not only counts: timm's mvitv2_small_cls weights in our alias give timm's logits."""
-    reference = perturb(timm.create_model("mvitv2_small_cls")).eval()
+    reference = perturb(timm.create_model("mvitv2_small_cls", img_size=SIZE)).eval()
     path = tmp_path / "small_cls.pth"
     torch.save(reference.state_dict(), path)
-    model = mvit.create_model("mvitv2_small_cls", checkpoint=str(path)).eval()
-    x = torch.randn(1, 3, 224, 224)
+    model = mvit.create_model("mvitv2_small_cls", checkpoint=str(path), input_size=(SIZE, SIZE)).eval()
+    x = torch.randn(1, 3, SIZE, SIZE)
     with torch.no_grad():
         assert (model(x) - reference(x)).abs().max().item() <= 1e-5
 
