@@ -237,13 +237,16 @@ class MultiScaleAttention(nn.Module):
         out = out.transpose(1, 2).reshape(-1, self.q_window**2, heads * C)
         return _window_unpartition(out, q_windows, self.q_window, q_thw).unflatten(-1, (heads, C))
 
+    def _attend_tokens(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_thw: Grid, k_thw: Grid):
+        """Attention of token-major (B, N, heads, C) q, k, v, in windows or global; token-major out."""
+        if self.window_size:
+            return self._attend_windows(q, k, v, q_thw, k_thw)
+        return self._attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), q_thw, k_thw).transpose(1, 2)
+
     def forward(self, x: torch.Tensor, thw: Grid) -> Tuple[torch.Tensor, Grid]:
         B = x.shape[0]
         q, k, v, q_thw, k_thw = self._project_qkv(x, thw)
-        if self.window_size:
-            out = self._attend_windows(q, k, v, q_thw, k_thw)
-        else:
-            out = self._attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), q_thw, k_thw).transpose(1, 2)
+        out = _attend_tokens(self, q, k, v, q_thw, k_thw)
         # out and q are token-major (B, N, heads, C): the heads merge back into channels with a view.
         if self.residual_pooling:
             if self.has_cls and not self.residual_pooling_cls:
@@ -251,3 +254,14 @@ class MultiScaleAttention(nn.Module):
             else:
                 out = out + q
         return self.proj(out.reshape(B, -1, self.dim_out)), q_thw
+
+
+def _attend_tokens(
+    attn: MultiScaleAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_thw: Grid, k_thw: Grid
+) -> torch.Tensor:
+    """``attn._attend_tokens``, as a function that torch.fx records as one call: the kernel is chosen at run time
+    (gradients, device, sizes), so a traced graph computes exactly what the module computes."""
+    return attn._attend_tokens(q, k, v, q_thw, k_thw)
+
+
+torch.fx.wrap("_attend_tokens")

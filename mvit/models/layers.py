@@ -15,8 +15,16 @@ __all__ = [
     "avg_pool_nd",
     "channels_last",
     "conv_nd",
+    "drop_path",
+    "grid_size",
     "max_pool_nd",
 ]
+
+
+def grid_size(x: torch.Tensor, ndim: int) -> Tuple[int, ...]:
+    """The token grid of a (B, C, *grid) tensor with ``ndim`` grid axes, one value per axis (not ``x.shape[2:]``:
+    ``torch.fx`` then traces each axis as its own value, which the reshapes downstream can unpack)."""
+    return tuple(x.shape[2 + i] for i in range(ndim))
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -25,6 +33,10 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     if torch.jit.is_tracing():
         return x
     return x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
+
+
+# torch.fx records these as single calls that run as written (their branches read run-time tensor properties).
+torch.fx.wrap("channels_last")
 
 
 def conv_nd(ndim: int) -> type:
@@ -56,12 +68,13 @@ class PatchEmbed(nn.Module):
         padding: Sequence[int],
     ) -> None:
         super().__init__()
-        self.proj = conv_nd(len(kernel))(in_chans, embed_dim, tuple(kernel), tuple(stride), tuple(padding))
+        self.ndim = len(kernel)
+        self.proj = conv_nd(self.ndim)(in_chans, embed_dim, tuple(kernel), tuple(stride), tuple(padding))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, ...]]:
         # A channels-last output makes the tokens (B, N, D) contiguous without a copy (the input is small).
         x = self.proj(channels_last(x))
-        return x.flatten(2).transpose(1, 2), tuple(x.shape[2:])
+        return x.flatten(2).transpose(1, 2), grid_size(x, self.ndim)
 
 
 class Mlp(nn.Module):
@@ -77,6 +90,18 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
+    """Zero whole samples of ``x`` with probability ``drop_prob`` in training, scaling the others by 1 / keep."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1.0 - drop_prob
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask.div_(keep)
+
+
+torch.fx.wrap("drop_path")  # the mask's shape reads x.ndim
+
+
 class DropPath(nn.Module):
     """Stochastic depth per sample. Written here (four lines) so that the core does not depend on timm."""
 
@@ -85,11 +110,7 @@ class DropPath(nn.Module):
         self.drop_prob = drop_prob
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask.div_(keep)
+        return drop_path(x, self.drop_prob, self.training)
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob:.3f}"

@@ -75,7 +75,7 @@ class MViT(nn.Module):
         if config.out_norm:
             for info in self.feature_info:
                 self.add_module(f"{info['name']}_norm", nn.LayerNorm(info["num_chs"], eps=config.norm_eps))
-        self.num_features = self.block_specs[-1].dim_out
+        self.num_features = self.head_hidden_size = self.block_specs[-1].dim_out
         self.norm = nn.LayerNorm(self.num_features, eps=config.norm_eps) if config.final_norm else nn.Identity()
         self.head = ClassifierHead(self.num_features, config.num_classes, config.head_dropout)
         self._init_weights()
@@ -100,8 +100,9 @@ class MViT(nn.Module):
             if k > 0:
                 start = self.block_specs[self.stage_ends[k - 1] + 1]
                 reduction *= start.stride_q[-1] if start.stride_q else 1
+            num_chs = self.block_specs[end].dim_out
             info.append(
-                dict(name=f"scale{k + 2}", num_chs=self.block_specs[end].dim_out, reduction=reduction, index=end)
+                dict(name=f"scale{k + 2}", module=f"blocks.{end}", num_chs=num_chs, reduction=reduction, index=end)
             )
         return info
 
@@ -147,12 +148,12 @@ class MViT(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classification head (fine-tuning with another label set), on the model's device and dtype.
 
-        ``global_pool``: "token" (the class token; needs ``cls_embed_on``) or "avg" (mean of the patch tokens);
-        None keeps the current pooling.
+        ``global_pool``: "token" (the class token; needs ``cls_embed_on``), "avg" (mean of the patch tokens) or ""
+        (none: the head gets every token, timm's convention); None keeps the current pooling.
         """
         if global_pool is not None:
-            if global_pool not in ("avg", "token"):
-                raise ValueError(f"reset_classifier: global_pool must be 'avg' or 'token', got {global_pool!r}")
+            if global_pool not in ("avg", "token", ""):
+                raise ValueError(f"reset_classifier: global_pool must be 'avg', 'token' or '', got {global_pool!r}")
             if global_pool == "token" and not self.cls_embed_on:
                 raise ValueError("reset_classifier: global_pool='token' needs a model with a class token")
             self.global_pool = global_pool
@@ -165,15 +166,6 @@ class MViT(nn.Module):
         self.head = head.to(device=param.device, dtype=param.dtype).train(self.training)
 
     # ------------------------------------------------------------------ forward
-    def _check_input(self, x: torch.Tensor) -> None:
-        axes = "(B, C, H, W)" if self.ndim == 2 else "(B, C, T, H, W)"
-        if x.ndim != self.ndim + 2:
-            raise ValueError(f"MViT ({self.ndim}-D) expects input of shape {axes}, got {tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"MViT expects {self.in_chans} input channels {axes}, got {x.shape[1]} in {tuple(x.shape)}"
-            )
-
     def _abs_pos(self, grid: Grid) -> torch.Tensor:
         """Absolute position embedding for a token grid, interpolated when it differs from the build grid."""
         cls_on = self.cls_embed_on
@@ -197,12 +189,11 @@ class MViT(nn.Module):
         return pos
 
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Grid]:
-        self._check_input(x)
-        x, grid = self.patch_embed(x)
+        x, grid = self.patch_embed(_checked_input(x, self.ndim, self.in_chans))
         if self.cls_embed_on:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         if self.config.use_abs_pos:
-            x = x + self._abs_pos(grid)
+            x = x + _abs_pos_embed(self, grid)
         return x, grid
 
     def _run_block(self, blk: nn.Module, x: torch.Tensor, thw: Grid):
@@ -242,8 +233,11 @@ class MViT(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Tokens (B, N, C') -> logits (B, num_classes): the class token, or the mean of the patch tokens
-        (``global_pool`` "token" or "avg"; see :meth:`reset_classifier`)."""
-        x = x[:, 0] if self.global_pool == "token" else x[:, int(self.cls_embed_on) :].mean(dim=1)
+        (``global_pool`` "token" or "avg"; "" pools nothing; see :meth:`reset_classifier`)."""
+        if self.global_pool == "token":
+            x = x[:, 0]
+        elif self.global_pool == "avg":
+            x = x[:, int(self.cls_embed_on) :].mean(dim=1)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -304,6 +298,27 @@ class MViT(nn.Module):
             norm = getattr(self, f"{name}_norm") if self.config.out_norm else None
             outputs[name] = self._token_map(tokens, thw, norm)
         return outputs
+
+
+def _checked_input(x: torch.Tensor, ndim: int, in_chans: int) -> torch.Tensor:
+    """``x`` if it is a batch of images (``ndim`` 2) or clips (3) with ``in_chans`` channels, else a one-line
+    ValueError. Returns ``x`` so that a traced graph, which drops calls whose result is unused, keeps the check."""
+    axes = "(B, C, H, W)" if ndim == 2 else "(B, C, T, H, W)"
+    if x.ndim != ndim + 2:
+        raise ValueError(f"MViT ({ndim}-D) expects input of shape {axes}, got {tuple(x.shape)}")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"MViT expects {in_chans} input channels {axes}, got {x.shape[1]} in {tuple(x.shape)}")
+    return x
+
+
+def _abs_pos_embed(model: MViT, grid: Grid) -> torch.Tensor:
+    """``model._abs_pos(grid)``, as a function that torch.fx records as one call (it compares grid sizes)."""
+    return model._abs_pos(grid)
+
+
+# torch.fx records these as single calls that run as written: their branches read the input's shape.
+torch.fx.wrap("_checked_input")
+torch.fx.wrap("_abs_pos_embed")
 
 
 def _take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:

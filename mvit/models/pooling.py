@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import avg_pool_nd, channels_last, conv_nd, max_pool_nd
+from .layers import avg_pool_nd, channels_last, conv_nd, grid_size, max_pool_nd
 
 __all__ = ["make_pool", "pool_grid", "pool_tokens"]
 
@@ -59,6 +59,22 @@ def make_pool(
     return pool_cls(tuple(kernel), tuple(stride), padding, ceil_mode=False), None
 
 
+def _pool(x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
+    """Pool a grid (B, heads * C, *grid) of ``heads`` heads of C channels; a depthwise pooling convolution (``C``
+    groups, shared by the heads) runs as one convolution with ``heads * C`` groups and its weight repeated."""
+    x = x.contiguous() if _bf16_weight_grad_needs_channels_first(x, pool) else channels_last(x)
+    if not isinstance(pool, (nn.Conv2d, nn.Conv3d)):
+        return pool(x)
+    heads = x.shape[1] // pool.weight.shape[0]
+    weight = pool.weight if heads == 1 else torch.cat([pool.weight] * heads)
+    conv = F.conv2d if isinstance(pool, nn.Conv2d) else F.conv3d
+    return conv(x, weight, None, pool.stride, pool.padding, pool.dilation, x.shape[1])
+
+
+# torch.fx records one call that runs as written: the layout and the weight depend on run-time tensor properties.
+torch.fx.wrap("_pool")
+
+
 def pool_grid(
     x: torch.Tensor, pool: Optional[nn.Module], thw: Grid, has_cls: bool, norm: Optional[nn.Module] = None
 ) -> Tuple[torch.Tensor, Grid]:
@@ -78,15 +94,8 @@ def pool_grid(
     # copy a strided input itself, in the forward and again in the convolution's backward.
     # (Explicit permutations instead of movedim(-1, 1): the TorchScript ONNX exporter mistranslates the latter.)
     n = len(thw)
-    x = x.reshape(B, *thw, heads * C).permute(0, n + 1, *range(1, n + 1))
-    x = x.contiguous() if _bf16_weight_grad_needs_channels_first(x, pool) else channels_last(x)
-    if isinstance(pool, (nn.Conv2d, nn.Conv3d)):
-        weight = pool.weight if heads == 1 else torch.cat([pool.weight] * heads)
-        conv = F.conv2d if n == 2 else F.conv3d
-        x = conv(x, weight, None, pool.stride, pool.padding, pool.dilation, heads * C)
-    else:
-        x = pool(x)
-    thw = tuple(x.shape[2:])
+    x = _pool(x.reshape(B, *thw, heads * C).permute(0, n + 1, *range(1, n + 1)), pool)
+    thw = grid_size(x, n)
     x = x.permute(0, *range(2, n + 2), 1).reshape(B, -1, heads, C)
     if has_cls:
         x = torch.cat((cls_tok, x), dim=1)

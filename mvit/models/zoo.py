@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import ConfigError
 from .config import MViTConfig
 
-__all__ = ["ModelInfo", "is_model", "list_models", "model_info", "register_model"]
+__all__ = ["ModelInfo", "is_model", "list_aliases", "list_models", "model_info", "register_alias", "register_model"]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
@@ -35,6 +36,8 @@ class ModelInfo:
 
 
 _REGISTRY: Dict[str, ModelInfo] = {}
+# Other names of zoo architectures (timm's): alias -> its own ModelInfo, kept out of list_models().
+_ALIASES: Dict[str, ModelInfo] = {}
 
 
 def register_model(info: ModelInfo) -> ModelInfo:
@@ -50,9 +53,34 @@ def list_models() -> List[str]:
     return sorted(_REGISTRY)
 
 
+def register_alias(name: str, target: str, num_params: int, gflops: float, **overrides: Any) -> ModelInfo:
+    """Another name for zoo model ``target`` with MViTConfig ``overrides`` (e.g. a class token); ``num_params`` and
+    ``gflops`` are those of the resulting architecture."""
+    if name in _REGISTRY or name in _ALIASES:
+        raise ValueError(f"model {name!r} is already registered")
+    base = _REGISTRY[target]
+    build = base.build_config
+    info = dataclasses.replace(
+        base,
+        name=name,
+        build_config=lambda: build().replace(**overrides),
+        num_params=num_params,
+        gflops=gflops,
+        source=f"{target} (timm's name{', with ' + ', '.join(f'{k}={v}' for k, v in overrides.items()) if overrides else ''})",
+    )
+    _ALIASES[name] = info
+    return info
+
+
+def list_aliases() -> Dict[str, str]:
+    """timm's names accepted beside :func:`list_models`: alias -> the zoo model it is (possibly with overrides,
+    see ``model_info(alias).source``)."""
+    return {name: info.source.split(" ", 1)[0] for name, info in sorted(_ALIASES.items())}
+
+
 def is_model(name: str) -> bool:
-    """Whether ``name`` is a registered model."""
-    return name in _REGISTRY
+    """Whether ``name`` is a registered model or alias."""
+    return name in _REGISTRY or name in _ALIASES
 
 
 def model_info(name: str) -> ModelInfo:
@@ -61,6 +89,8 @@ def model_info(name: str) -> ModelInfo:
     Raises:
         ConfigError: unknown name, with the closest registered names.
     """
+    if name in _ALIASES:
+        return _ALIASES[name]
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
@@ -150,3 +180,16 @@ for _info in (
     ),
 ):
     register_model(_info)
+
+# timm's names (timm.models.mvitv2), same architectures: parameters (1000 classes) as timm.create_model counts them
+# (tests/core/test_timm_contract.py checks each), fvcore GFLOPs of timm's model at 224. The class-token models add the
+# pooled q to the class token too, as timm's (and the official image repo's) *_cls weights expect.
+_CLS = dict(cls_embed_on=True, residual_pooling_cls=True)
+register_alias("mvitv2_tiny", "mvitv2_t", 24_173_320, 4.704)
+register_alias("mvitv2_small", "mvitv2_s", 34_870_216, 6.998)
+register_alias("mvitv2_base", "mvitv2_b", 51_472_744, 10.159)
+register_alias("mvitv2_large", "mvitv2_l", 217_992_952, 43.869)
+register_alias("mvitv2_small_cls", "mvitv2_s", 34_870_312, 7.038, **_CLS)
+register_alias("mvitv2_base_cls", "mvitv2_b", 51_472_840, 10.218, **_CLS)
+register_alias("mvitv2_large_cls", "mvitv2_l", 213_635_512, 42.151, dim_mul_in_att=True, **_CLS)
+register_alias("mvitv2_huge_cls", "mvitv2_h", 666_879_912, 120.639, residual_pooling_cls=True)
