@@ -59,8 +59,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models.rel_pos import decomposed_rel_pos_bias
-
 __all__ = [
     "Explanation",
     "attention_rollout",
@@ -168,17 +166,9 @@ def _targets(logits: torch.Tensor, target: Union[int, torch.Tensor, None]) -> to
 
 # ---------------------------------------------------------------------------------------------------- rollout
 def _recording_attend_explicit(self, q, k, v, q_thw, k_thw, *, record: dict):
-    """``MultiScaleAttention._attend_explicit`` that also keeps the attention probabilities (same arithmetic,
+    """``MultiScaleAttention._attend_explicit`` that also keeps the attention probabilities (the same function,
     so the model's output is unchanged bit for bit: tests/explain checks it)."""
-    sp = 1 if self.has_cls else 0
-    attn = (q * self.scale) @ k.transpose(-2, -1)
-    if any(t is not None for t in self._rel_pos_tables):
-        bias = decomposed_rel_pos_bias(q[:, :, sp:], q_thw, k_thw, self.rel_pos_h, self.rel_pos_w, self.rel_pos_t)
-        if sp:
-            attn[:, :, sp:, sp:] += bias
-        else:
-            attn = attn + bias
-    probs = attn.softmax(dim=-1)
+    probs = self.attention_probs(q, k, q_thw, k_thw)
     record.update(probs=probs.detach(), q_thw=tuple(q_thw), k_thw=tuple(k_thw))
     return probs @ v
 

@@ -18,8 +18,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 
+from ..api import create_model, resolve_config
 from ..errors import ConfigError
-from ..models import MViT, create_model, model_info, resolve_config
+from ..models import MViT, model_info
 from ..models.weights import Weights, get_weights, list_weights
 from ..models.zoo import list_aliases, list_models
 

@@ -181,6 +181,11 @@ class MultiScaleAttention(nn.Module):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_thw: Grid, k_thw: Grid
     ) -> torch.Tensor:
         """The reference: logits materialised, bias added, softmax, (B, heads, Nq, C)."""
+        return self.attention_probs(q, k, q_thw, k_thw) @ v
+
+    def attention_probs(self, q: torch.Tensor, k: torch.Tensor, q_thw: Grid, k_thw: Grid) -> torch.Tensor:
+        """softmax(q k^T * scale + rel-pos bias): (B, heads, Nq, Nk), class token first if any (the explicit path's
+        attention map, also what :mod:`mvit.explain` records)."""
         sp = 1 if self.has_cls else 0
         attn = (q * self.scale) @ k.transpose(-2, -1)
         if any(t is not None for t in self._rel_pos_tables):
@@ -189,7 +194,7 @@ class MultiScaleAttention(nn.Module):
                 attn[:, :, sp:, sp:] += bias
             else:
                 attn = attn + bias
-        return attn.softmax(dim=-1) @ v
+        return attn.softmax(dim=-1)
 
     def _bias_mask(self, q: torch.Tensor, q_thw: Grid, k_thw: Grid) -> torch.Tensor:
         """The rel-pos bias as a float mask (B, heads, Nq, Nk) for SDPA, zero in the class token's row and column:

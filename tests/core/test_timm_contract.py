@@ -216,7 +216,7 @@ def test_timm_pretrained_goes_through_our_weights(monkeypatch):
     """``pretrained=True`` in timm builds the release's architecture and loads its tag with this project's loader;
     a name without a release is one ConfigError listing none."""
     loaded = []
-    monkeypatch.setattr("mvit.models.build.load_pretrained", lambda model, w, **kw: loaded.append(w.tag))
+    monkeypatch.setattr("mvit.api.load_pretrained", lambda model, w, **kw: loaded.append(w.tag))
     with torch.device("meta"):
         model = timm.create_model("mvit_mvitv2_base_cls.fb_in21k", pretrained=True)
         tuned = timm.create_model("mvit_mvitv2_tiny", pretrained=True, num_classes=10)
