@@ -55,4 +55,4 @@ def test_cudnn_benchmark_can_be_turned_off(tmp_path, monkeypatch, restore_backen
 
 def test_an_unknown_precision_is_one_config_error(tmp_path, restore_backend_flags):
     with pytest.raises(ConfigError, match=r"^TRAIN.MATMUL_PRECISION: 'tf32' is not one of \['auto', 'highest'"):
-        runner._setup(small_cfg(**{"OUTPUT_DIR": str(tmp_path), "TRAIN.MATMUL_PRECISION": "tf32"}))
+        runner._setup(small_cfg(**{"OUTPUT_DIR": str(tmp_path), "DEVICE": "cpu", "TRAIN.MATMUL_PRECISION": "tf32"}))
