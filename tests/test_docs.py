@@ -10,6 +10,7 @@ overrides (every key known, every value of the right type).
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -332,4 +333,7 @@ def test_readme_python_example_runs_on_its_photo(tmp_path, monkeypatch, capsys) 
 
     lines = capsys.readouterr().out.strip().splitlines()
     names = set(class_names(weights.class_set))
-    assert len(lines) == 5 and all(line.split("  ", 1)[1] in names for line in lines), lines
+    assert len(lines) == 6 and all(line.split("  ", 1)[1] in names for line in lines[:5]), lines
+    # mvit.predict's one call gives the same five classes and probabilities as the spelled-out pipeline
+    one_call = ast.literal_eval(lines[5])
+    assert [(f"{p:.3f}", name) for name, p in one_call] == [tuple(line.split("  ", 1)) for line in lines[:5]]

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
-import importlib.util
 import json
 import math
 import os
@@ -49,7 +48,7 @@ from torch import nn
 import mvit
 from mvit.errors import run_cli
 from mvit.models import model_info
-from mvit.utils.cli import ArgumentParser
+from mvit.utils.cli import ArgumentParser, import_script
 
 
 @dataclass(frozen=True)
@@ -592,11 +591,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         return
     if args.loader:
         # A script beside this one, not a package module: loaded by path (also when this file is imported).
-        spec = importlib.util.spec_from_file_location(
-            "benchmark_loader", Path(__file__).with_name("benchmark_loader.py")
-        )
-        loader_bench = sys.modules["benchmark_loader"] = importlib.util.module_from_spec(spec)  # for its dataclasses
-        spec.loader.exec_module(loader_bench)
+        loader_bench = import_script(Path(__file__).with_name("benchmark_loader.py"), "benchmark_loader")
         print(loader_bench.run(args))
         return
     torch.set_num_threads(args.threads)

@@ -19,27 +19,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from fvcore.common.config import CfgNode
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/predict.py, run from any folder
+from mvit.api import create_model
+from mvit.checkpoint import is_training_state, load_checkpoint, read_checkpoint
+from mvit.config import load_config
+from mvit.data import find_input_loader
+from mvit.errors import UserError, run_cli
+from mvit.explain import attention_rollout, grad_cam
+from mvit.models import MViT
+from mvit.models.weights import get_weights
+from mvit.runtime.projects import load_projects
+from mvit.utils.cli import ArgumentParser, import_script
 
-from predict import PROJECTS, _load_state, class_names  # noqa: E402
-
-from mvit.api import create_model  # noqa: E402
-from mvit.checkpoint import is_training_state, load_checkpoint, read_checkpoint  # noqa: E402
-from mvit.config import load_config  # noqa: E402
-from mvit.data import find_input_loader  # noqa: E402
-from mvit.errors import UserError, run_cli  # noqa: E402
-from mvit.explain import attention_rollout, grad_cam  # noqa: E402
-from mvit.models import MViT  # noqa: E402
-from mvit.models.weights import get_weights  # noqa: E402
-from mvit.runtime.projects import load_projects  # noqa: E402
-from mvit.utils.cli import ArgumentParser  # noqa: E402
+_predict = import_script(os.path.join(os.path.dirname(os.path.abspath(__file__)), "predict.py"))
+PROJECTS, _load_state, class_names = _predict.PROJECTS, _predict._load_state, _predict.class_names
 
 __all__ = ["add_model_args", "load_model", "main"]
 

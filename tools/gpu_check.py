@@ -48,12 +48,10 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import mvit
+from mvit.models import MViT, MViTConfig
 
-import mvit  # noqa: E402
-from mvit.models import MViT, MViTConfig  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class CheckFailed(Exception):

@@ -72,11 +72,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.seconds <= 0 or args.fps <= 0:
         raise UserError("--seconds and --fps must be positive")
     if args.scene == "photo":
-        import sys
         from pathlib import Path
 
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from benchmark_loader import make_clip
+        from mvit.utils.cli import import_script
+
+        here = os.path.dirname(os.path.abspath(__file__))
+        make_clip = import_script(os.path.join(here, "benchmark_loader.py"), "benchmark_loader").make_clip
 
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         make_clip(Path(args.out), "libx264", args.fps, width, height, args.seconds, args.seed)

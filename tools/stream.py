@@ -22,20 +22,18 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import sys
 import time
 from typing import Iterator, Optional, Sequence, Tuple
 
 import av
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mvit.errors import DataError, UserError, run_cli
+from mvit.utils.cli import ArgumentParser, import_script
+from projects.video.data.kinetics import build_eval_transform
 
-from explain import add_model_args, load_model  # noqa: E402
-
-from mvit.errors import DataError, UserError, run_cli  # noqa: E402
-from mvit.utils.cli import ArgumentParser  # noqa: E402
-from projects.video.data.kinetics import build_eval_transform  # noqa: E402
+_explain = import_script(os.path.join(os.path.dirname(os.path.abspath(__file__)), "explain.py"))
+add_model_args, load_model = _explain.add_model_args, _explain.load_model
 
 __all__ = ["frames_from", "main"]
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib.util
 import io
 import logging
 import os
@@ -46,7 +45,7 @@ from typing import Any, Callable, NoReturn, Optional, Sequence
 import submitit
 
 from ..errors import UserError, report
-from ..utils.cli import ArgumentParser
+from ..utils.cli import ArgumentParser, import_script
 from .preemption import PREEMPTED_EXIT_CODE, Preempted, request_stop
 
 # Exit code of an entry point whose process lost a peer (mvit.runtime.launch's, not imported: it pulls in torch).
@@ -139,15 +138,8 @@ def list_targets() -> list[str]:
 
 
 def load_script(path: str) -> ModuleType:
-    """Import an entry-point script by path (``tools/`` is not a package)."""
-    name = "_mvit_entry_" + Path(path).stem
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise UserError(f"cannot import entry point {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Import an entry-point script by path (``tools/`` is not a package), afresh each time."""
+    return import_script(path, "_mvit_entry_" + Path(path).stem, reuse=False)
 
 
 def run_script(path: str, argv: list[str]) -> Any:

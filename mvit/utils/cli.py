@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
+import sys
 import tempfile
+from types import ModuleType
 from typing import Iterator, NoReturn, Optional, Union
 
 from ..errors import ConfigError, UserError, report
 
-__all__ = ["ArgumentParser", "model_argument", "unwritable_reason"]
+__all__ = ["ArgumentParser", "import_script", "model_argument", "unwritable_reason"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -41,3 +44,21 @@ def unwritable_reason(folder: Union[str, os.PathLike], create: bool = False) -> 
     except OSError as err:
         return err.strerror or str(err)
     return None
+
+
+def import_script(path: Union[str, os.PathLike], name: Optional[str] = None, reuse: bool = True) -> ModuleType:
+    """Import a script by path (``tools/`` is not a package, and scripts do not edit ``sys.path``).
+
+    The module is registered in ``sys.modules`` as ``name`` (default: ``_mvit_script_<stem>``), so its dataclasses
+    pickle; ``reuse`` returns a module already imported under that name instead of running the file again.
+    """
+    name = name or "_mvit_script_" + os.path.splitext(os.path.basename(os.fspath(path)))[0]
+    if reuse and name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, os.fspath(path))
+    if spec is None or spec.loader is None:
+        raise UserError(f"cannot import {os.fspath(path)}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
